@@ -1,0 +1,128 @@
+"""The objective protocol, its result, and the target a study optimizes.
+
+Everything here is plain data so it can cross process/machine boundaries (Ray, Slurm, subprocess).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from mixatlas.errors import MixAtlasError
+from mixatlas.space import Mixture
+
+
+@dataclass
+class TrialContext:
+    """Where and as what a trial runs: its id, its own folder (created by the loop) and its seed."""
+
+    trial_id: int
+    trial_dir: Path
+    seed: int
+
+
+@dataclass
+class Result:
+    """What an objective returns: the `metrics.json` contract.
+
+    `metrics` maps names such as "chart-vqa/nll" to floats; `curve` is [[step, loss], ...];
+    `cost_s` the wall time the evaluation took.
+    """
+
+    metrics: dict[str, float]
+    curve: list[list[float]] = field(default_factory=list)
+    cost_s: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"metrics": self.metrics, "curve": self.curve, "cost_s": self.cost_s}
+
+    @classmethod
+    def from_dict(cls, data: dict, origin: str = "metrics.json") -> Result:
+        if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
+            raise MixAtlasError(f'{origin}: expected {{"metrics": {{name: value}}, "curve": [[step, loss]]}}')
+        metrics = {}
+        for name, value in data["metrics"].items():
+            try:
+                metrics[str(name)] = float(value)
+            except (TypeError, ValueError):
+                raise MixAtlasError(f"{origin}: metric {name!r} is not a number: {value!r}") from None
+        curve = [[float(s), float(v)] for s, v in data.get("curve") or []]
+        cost = data.get("cost_s")
+        return cls(metrics=metrics, curve=curve, cost_s=None if cost is None else float(cost))
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> Result:
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise MixAtlasError(f"{path}: the run wrote no metrics.json") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise MixAtlasError(f"{path}: unreadable metrics JSON ({exc})") from None
+        return cls.from_dict(data, origin=str(path))
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """Evaluates one mixture. Must be picklable (it is shipped to worker processes / Ray / Slurm)."""
+
+    def evaluate(self, mixture: Mixture, ctx: TrialContext) -> Result: ...
+
+
+_TERM = re.compile(r"^\s*(?:([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*\*\s*)?([^\s*+]+)\s*$")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Which metric (or weighted average of metrics) a study optimizes, and in which direction.
+
+    Parsed from "chart-vqa/nll" or "0.5*chart-vqa/nll + 0.5*doc-ocr/nll". Weights are normalized to sum 1.
+    """
+
+    weights: tuple[tuple[str, float], ...]
+    minimize: bool = False
+
+    @classmethod
+    def parse(cls, spec: str, minimize: bool = False) -> Target:
+        terms = []
+        for part in spec.split("+"):
+            match = _TERM.match(part)
+            if not match:
+                raise MixAtlasError(
+                    f"target {spec!r}: cannot parse {part.strip()!r}; write METRIC or W*METRIC joined by '+'"
+                )
+            terms.append((match.group(2), float(match.group(1) or 1.0)))
+        total = sum(w for _, w in terms)
+        if total <= 0:
+            raise MixAtlasError(f"target {spec!r}: weights must sum to a positive number")
+        return cls(tuple((name, w / total) for name, w in terms), minimize)
+
+    @property
+    def spec(self) -> str:
+        if len(self.weights) == 1:
+            return self.weights[0][0]
+        return " + ".join(f"{w:.6g}*{name}" for name, w in self.weights)
+
+    def value(self, metrics: dict[str, float]) -> float:
+        """The target's value on a result's metrics; raises MixAtlasError if a metric is missing/NaN."""
+        total = 0.0
+        for name, weight in self.weights:
+            if name not in metrics:
+                known = ", ".join(sorted(metrics)) or "none"
+                raise MixAtlasError(f"target metric {name!r} not in the result (metrics: {known})")
+            value = float(metrics[name])
+            if not math.isfinite(value):
+                raise MixAtlasError(f"target metric {name!r} is {value}")
+            total += weight * value
+        return total
+
+    def utility(self, metrics: dict[str, float]) -> float:
+        """The value oriented so that larger is better (what optimizers maximize)."""
+        value = self.value(metrics)
+        return -value if self.minimize else value
