@@ -1,9 +1,134 @@
-"""CLI commands of the atlas stage."""
+"""CLI commands of the atlas stage: `decompose`, `atlas show`, `atlas assign`."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+
+from mixatlas.cli.console import console
+from mixatlas.errors import MixAtlasError
+
+if TYPE_CHECKING:
+    from mixatlas.atlas import Atlas
+
+atlas_app = typer.Typer(name="atlas", help="Inspect atlases and map new corpora onto them.",
+                        no_args_is_help=True)
+
+
+def _parse_k(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise MixAtlasError(f"--k {value}: pass a positive integer or 'auto'") from None
+
+
+def _read_prompts(path: Path | None) -> list[str] | None:
+    """Concept prompts: a YAML list or one prompt per line."""
+    if path is None:
+        return None
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise MixAtlasError(f"--concepts {path}: cannot read ({exc}); give a YAML list of prompts") from None
+    prompts = loaded if isinstance(loaded, list) else path.read_text().splitlines()
+    prompts = [str(prompt).strip() for prompt in prompts if str(prompt).strip()]
+    if not prompts:
+        raise MixAtlasError(f"--concepts {path}: no prompts; write one concept prompt per line")
+    return prompts
+
+
+def _summary(atlas: Atlas, verb: str) -> None:
+    rejects = atlas.info["rejects"]
+    console.print(f"{verb} [bold]{atlas.dir}[/]: {atlas.info['n_samples']} samples, {atlas.k} concepts x "
+                  f"{len(atlas.tasks)} tasks, embedder {atlas.embedder}")
+    if rejects:
+        console.print(f"[yellow]{rejects} rejected inputs[/] listed in {atlas.dir / 'rejects.jsonl'}")
+
+
+def decompose(
+    corpus: Annotated[Path, typer.Argument(help="LLaVA JSON/JSONL file, WebDataset tar folder or Parquet.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Atlas folder to write (resumes if present).")],
+    embedder: Annotated[str, typer.Option(help="pixels (offline) | clip:<hub-id-or-path>[,bf16]")] = "pixels",
+    k: Annotated[str, typer.Option("--k", help="Number of concepts, or 'auto' (silhouette).")] = "10",
+    tasks: Annotated[str, typer.Option(help="Task typing: rules | field:NAME | map:FILE.")] = "rules",
+    fmt: Annotated[str | None, typer.Option("--format", help="llava | jsonl | webdataset | parquet.")] = None,
+    source_field: Annotated[str | None, typer.Option(help="Record field naming the source.")] = None,
+    strict: Annotated[bool, typer.Option(help="Stop at the first bad record or image.")] = False,
+    seed: Annotated[int, typer.Option(help="Clustering seed.")] = 0,
+    concepts: Annotated[Path | None, typer.Option(help="Concept prompts for CLIP naming.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per embedding batch.")] = 256,
+    workers: Annotated[int, typer.Option(help="Image-decoding worker processes (0: in-process).")] = 2,
+) -> None:
+    """Decompose a corpus into an atlas of concept x task cells."""
+    from mixatlas.atlas import build_atlas
+
+    atlas = build_atlas(corpus, out, embedder=embedder, k=_parse_k(k), tasks=tasks, fmt=fmt,
+                        source_field=source_field, strict=strict, seed=seed, batch_size=batch_size,
+                        workers=workers, concept_prompts=_read_prompts(concepts))
+    _summary(atlas, "wrote")
+
+
+@atlas_app.command("show")
+def show(
+    atlas_dir: Annotated[Path, typer.Argument(metavar="ATLAS", help="Atlas folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print atlas.json's summary as JSON.")] = False,
+) -> None:
+    """Print the concepts x tasks counts table with names and totals."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from mixatlas.atlas import Atlas
+
+    atlas = Atlas.load(atlas_dir)
+    counts = atlas.counts
+    if as_json:
+        summary = {key: atlas.info[key] for key in ("corpus", "embedder", "k", "tasks", "concepts", "counts",
+                                                    "n_samples", "rejects", "fingerprint",
+                                                    "centroids_fingerprint", "parent")}
+        typer.echo(json.dumps(summary, indent=1))
+        return
+    table = Table(title=f"{atlas.dir.name}: {atlas.info['n_samples']} samples, embedder {atlas.embedder}")
+    table.add_column("#", justify="right")
+    table.add_column("concept")
+    for task in atlas.tasks:
+        table.add_column(task, justify="right")
+    table.add_column("total", justify="right", style="bold")
+    for j, name in enumerate(atlas.concepts):
+        table.add_row(str(j), name, *(str(c) for c in counts[j]), str(counts[j].sum()))
+    table.add_section()
+    table.add_row("", "total", *(str(c) for c in counts.sum(axis=0)), str(counts.sum()), style="bold")
+    Console().print(table)  # the table is the command's output: stdout, unlike progress and notes
+    if atlas.info["rejects"]:
+        console.print(f"{atlas.info['rejects']} rejected inputs listed in {atlas.dir / 'rejects.jsonl'}")
+
+
+@atlas_app.command("assign")
+def assign(
+    atlas_dir: Annotated[Path, typer.Argument(metavar="ATLAS", help="Existing atlas (concepts are kept).")],
+    corpus: Annotated[Path, typer.Argument(help="New corpus to map onto the atlas.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder of the new atlas.")],
+    fmt: Annotated[str | None, typer.Option("--format", help="llava | jsonl | webdataset | parquet.")] = None,
+    source_field: Annotated[str | None, typer.Option(help="Record field naming the source.")] = None,
+    strict: Annotated[bool, typer.Option(help="Stop at the first bad record or image.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Images per embedding batch.")] = 256,
+    workers: Annotated[int, typer.Option(help="Image-decoding worker processes (0: in-process).")] = 2,
+) -> None:
+    """Map a new corpus onto an existing atlas (same embedder, nearest centroid, same task rules)."""
+    from mixatlas.atlas import assign_atlas
+
+    atlas = assign_atlas(atlas_dir, corpus, out, fmt=fmt, source_field=source_field, strict=strict,
+                         batch_size=batch_size, workers=workers)
+    _summary(atlas, "assigned")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this stage's commands to the top-level app."""
+    """Add `decompose` and the `atlas` sub-app (show, assign) to the top-level app."""
+    app.command("decompose")(decompose)
+    app.add_typer(atlas_app, name="atlas")

@@ -1,0 +1,39 @@
+"""The built-in proxy objective: a LLaVA-style model trained on a mixture and scored on benchmarks.
+
+`ProxyObjective` is what the search loop ships to workers: cheap to construct and to pickle (a config
+and a path); the model, tokenizer and data are built inside `evaluate`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mixatlas.objectives.base import Result, TrialContext
+from mixatlas.objectives.proxy.config import ProxyConfig, TinyArch
+from mixatlas.objectives.proxy.train import resolve_mixture, train_proxy
+from mixatlas.space import Mixture
+
+__all__ = ["ProxyConfig", "ProxyObjective", "TinyArch", "resolve_mixture", "train_proxy"]
+
+
+class ProxyObjective:
+    """Trains one proxy per trial in `ctx.trial_dir` with `ctx.seed`; metrics as in `train_proxy`.
+
+    `config` is a ProxyConfig, its dict, or a YAML path. Example:
+        objective = ProxyObjective("examples/proxy.yaml", "runs/atlas")
+        result = objective.evaluate(mixture, TrialContext(0, Path("runs/t0"), seed=0))
+    """
+
+    def __init__(self, config: ProxyConfig | dict | str | Path, atlas_dir: str | Path) -> None:
+        if isinstance(config, ProxyConfig):
+            self.config = config
+        elif isinstance(config, dict):
+            self.config = ProxyConfig.from_dict(config)
+        else:
+            self.config = ProxyConfig.from_yaml(config)
+        self.atlas_dir = str(atlas_dir)
+
+    def evaluate(self, mixture: Mixture, ctx: TrialContext) -> Result:
+        return train_proxy(
+            Path(self.atlas_dir), mixture, self.config, Path(ctx.trial_dir), ctx.seed, progress=False
+        )

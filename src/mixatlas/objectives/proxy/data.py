@@ -1,0 +1,213 @@
+"""The mixture-driven training stream: cell sampler with an epoch cap, encoding, image decoding, batching.
+
+A run draws `steps x batch x grad_accum` samples: first a cell (concept, task) by the capped mixture
+weights, then a sample inside the cell, uniformly (each cell walks through fresh random permutations of
+its rows, so a sample repeats only after its whole cell has been seen). Everything is seeded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from mixatlas.errors import MixAtlasError
+from mixatlas.objectives.proxy.model import CLIP_MEAN, CLIP_STD
+from mixatlas.objectives.proxy.tokenizer import IGNORE_INDEX, ChatFormat
+from mixatlas.space import Mixture
+
+
+def cap_weights(
+    weights_kt: np.ndarray, counts_kt: np.ndarray, total_draws: int, max_epochs: float
+) -> np.ndarray:
+    """Mixture weights (k, T) after the epoch cap: w * total_draws <= count * max_epochs per cell.
+
+    A cell over its cap keeps exactly the cap; its excess is redistributed over the mixture's other
+    non-empty cells in proportion to their weights (water-filling, repeated until no cell is over).
+    If every such cell is capped, the draws are spread in proportion to the caps, i.e. all cells of the
+    mixture repeat the same number of epochs (more than `max_epochs`: the corpus is too small for the run).
+    Returns float64 (k, T) summing to 1.
+    """
+    counts = np.asarray(counts_kt, dtype=np.float64)
+    weights = np.where(counts > 0, np.asarray(weights_kt, dtype=np.float64), 0.0)
+    support = weights > 0
+    if not support.any():
+        raise MixAtlasError("the mixture puts all its weight on empty cells of the atlas; choose another")
+    cap = counts * max_epochs / total_draws
+    weights = weights / weights.sum()
+    capped = np.zeros_like(support)
+    while True:
+        over = support & ~capped & (weights > cap)
+        if not over.any():
+            return weights
+        excess = float((weights[over] - cap[over]).sum())
+        weights[over] = cap[over]
+        capped |= over
+        room = support & ~capped
+        if not room.any():
+            return np.where(support, cap, 0.0) / cap[support].sum()
+        weights[room] += excess * weights[room] / weights[room].sum()
+
+
+class CellSampler:
+    """Seeded stream of row indices: cell by `weights_kt` (k, T), then uniform inside the cell."""
+
+    def __init__(self, cell_of_row: np.ndarray, weights_kt: np.ndarray, seed: int) -> None:
+        self.weights_kt = np.asarray(weights_kt, dtype=np.float64)
+        n_cells = self.weights_kt.size
+        order = np.argsort(cell_of_row, kind="stable")
+        bounds = np.searchsorted(cell_of_row[order], np.arange(n_cells + 1))
+        self.rows_of_cell = [order[bounds[c] : bounds[c + 1]] for c in range(n_cells)]
+        self.rng = np.random.default_rng(seed)
+
+    def draw(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows (n,), cells (n,)): flat cell index = concept * T + task."""
+        probs = self.weights_kt.ravel()
+        cells = self.rng.choice(probs.size, size=n, p=probs / probs.sum())
+        rows = np.empty(n, dtype=np.int64)
+        for cell in np.unique(cells):
+            members = self.rows_of_cell[cell]
+            where = np.flatnonzero(cells == cell)
+            laps = -(-len(where) // len(members))
+            walk = np.concatenate([self.rng.permutation(members) for _ in range(laps)])
+            rows[where] = walk[: len(where)]
+        return rows, cells
+
+
+def align_mixture(mixture: Mixture, concepts: Sequence[str], tasks: Sequence[str]) -> np.ndarray:
+    """The mixture's weights reordered to the atlas's (concepts, tasks) axes, (k, T); names must match."""
+    if set(mixture.concepts) != set(concepts) or set(mixture.tasks) != set(tasks):
+        raise MixAtlasError(
+            f"mixture cells {list(mixture.concepts)} x {list(mixture.tasks)} do not match the atlas's "
+            f"{list(concepts)} x {list(tasks)}; write the mixture for this atlas (or use uniform/natural)"
+        )
+    row = [mixture.concepts.index(c) for c in concepts]
+    col = [mixture.tasks.index(t) for t in tasks]
+    return mixture.weights_kt[np.ix_(row, col)]
+
+
+@dataclass(frozen=True)
+class ImageLoader:
+    """Opens an image ref and resizes it once to `size` x `size`: uint8 array (3, size, size).
+
+    A sample without an image gets a black one, so every sequence carries the same image tokens.
+    """
+
+    size: int
+
+    def __call__(self, ref: str | None) -> np.ndarray:
+        from PIL import Image
+
+        from mixatlas.corpus.images import open_image
+
+        if not ref:
+            return np.zeros((3, self.size, self.size), dtype=np.uint8)
+        image = open_image(ref).resize((self.size, self.size), Image.Resampling.BICUBIC)
+        return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+class EncodedSamples:
+    """Map-style torch dataset: item i = {"input_ids", "labels", "image"} of sample i, encoded on access.
+
+    `conversations` items are LLaVA turn lists or their JSON strings; `image_refs` items may be None.
+    Runs inside DataLoader workers, so it holds only picklable plain state.
+    """
+
+    def __init__(
+        self, image_refs: Sequence[str | None], conversations: Sequence, chat: ChatFormat, images: ImageLoader
+    ) -> None:
+        self.image_refs = image_refs
+        self.conversations = conversations
+        self.chat = chat
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.image_refs)
+
+    def __getitem__(self, i: int) -> dict:
+        turns = self.conversations[i]
+        encoded = self.chat.encode(json.loads(turns) if isinstance(turns, str) else turns)
+        return {
+            "input_ids": encoded.input_ids,
+            "labels": encoded.labels,
+            "image": self.images(self.image_refs[i]),
+        }
+
+
+def _keep_item(item: dict) -> dict:
+    return item
+
+
+def encode_all(dataset: EncodedSamples, num_workers: int) -> list[dict]:
+    """Encode every item once, decoding images in a DataLoader worker pool (`num_workers` 0 = inline)."""
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, collate_fn=_keep_item)
+    return list(loader)
+
+
+def collate(items: list[dict], pad_id: int, max_len: int) -> dict:
+    """Right-pad a list of encoded items into a batch (torch tensors).
+
+    Returns input_ids / labels / attention_mask (B, L) with L = min(longest, max_len) and pixel_values
+    (B, 3, S, S) float32 normalized with the CLIP mean/std. Truncation keeps the sequence start, so the
+    image tokens (which open the first turn) always survive when max_len exceeds them.
+    """
+    import torch
+
+    length = min(max(len(it["input_ids"]) for it in items), max_len)
+    input_ids = torch.full((len(items), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), length), IGNORE_INDEX, dtype=torch.long)
+    attention = torch.zeros((len(items), length), dtype=torch.long)
+    for b, item in enumerate(items):
+        n = min(len(item["input_ids"]), length)
+        input_ids[b, :n] = torch.as_tensor(item["input_ids"][:n])
+        labels[b, :n] = torch.as_tensor(item["labels"][:n])
+        attention[b, :n] = 1
+    pixels = torch.as_tensor(np.stack([it["image"] for it in items])).float().div_(255.0)
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "attention_mask": attention,
+        "pixel_values": (pixels - mean) / std,
+    }
+
+
+def cached_batches(
+    encoded: Sequence[dict], order: np.ndarray, batch_size: int, pad_id: int, max_len: int
+) -> Iterator[dict]:
+    """Batches of pre-encoded items in stream `order` (tiny preset: every image decoded once, kept small)."""
+    for start in range(0, len(order), batch_size):
+        yield collate([encoded[i] for i in order[start : start + batch_size]], pad_id, max_len)
+
+
+class _Collate:
+    """Picklable collate for DataLoader workers."""
+
+    def __init__(self, pad_id: int, max_len: int) -> None:
+        self.pad_id, self.max_len = pad_id, max_len
+
+    def __call__(self, items: list[dict]) -> dict:
+        return collate(items, self.pad_id, self.max_len)
+
+
+def streamed_batches(
+    dataset: EncodedSamples, order: np.ndarray, batch_size: int, pad_id: int, max_len: int, num_workers: int
+) -> Iterator[dict]:
+    """Batches decoded on the fly by a worker pool in stream `order` (large images: too big to cache)."""
+    from torch.utils.data import DataLoader, Subset
+
+    loader = DataLoader(
+        Subset(dataset, order.tolist()),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_Collate(pad_id, max_len),
+        persistent_workers=False,
+        prefetch_factor=4 if num_workers else None,
+    )
+    yield from loader

@@ -1,0 +1,183 @@
+"""Analytic mixture problems with a known optimum, for testing and benchmarking the search methods.
+
+Built on the data-mixing-law form (Ye et al. 2024), loss_j = c_j + k_j * exp(sum_i t_ij w_i) per target
+benchmark j, extended for a concept x task atlas:
+  - concept x task interactions: a cell's effect on target j is concept affinity x task affinity x a
+    cell-specific factor, and some cells are harmful (negative effect);
+  - diminishing returns: the exponent uses g(w) = log(1 + w/eps) / log(1 + 1/eps) instead of w, so the
+    first samples of a cell matter most;
+  - observation noise: Gaussian, seeded by (problem seed, trial seed, trial id) so reruns reproduce.
+The reported target is the weighted average over J target benchmarks (a benchmark-targeted recipe).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mixatlas.errors import MixAtlasError
+from mixatlas.objectives.base import Result, TrialContext
+from mixatlas.space import MODES, Mixture, MixtureSpace
+
+TASKS = ("captioning", "ocr", "grounding", "detection", "vqa")
+DEFAULT_NOISE = 0.01
+
+
+@dataclass
+class SyntheticProblem:
+    """A synthetic objective over a space's cells; `evaluate` follows the Objective protocol.
+
+    Attributes:
+        space: the mixture space (mode and constraints) the problem is posed on.
+        effect_jkt: (J, k, T) effect of each cell on each target benchmark (negative = harmful).
+        floor_j, scale_j: (J,) the law's c and k per target.
+        target_weights_j: (J,) weights of the reported average, summing to 1.
+        eps: diminishing-returns scale of g(w).
+        noise: standard deviation of the observation noise on "loss".
+        seed: the problem seed (also seeds the noise).
+    """
+
+    space: MixtureSpace
+    effect_jkt: np.ndarray
+    floor_j: np.ndarray
+    scale_j: np.ndarray
+    target_weights_j: np.ndarray
+    eps: float = 0.03
+    noise: float = DEFAULT_NOISE
+    seed: int = 0
+    metric: str = "loss"
+    minimize: bool = True
+    _optimum: float | None = field(default=None, repr=False)
+
+    def losses(self, weights_nkt: np.ndarray) -> np.ndarray:
+        """(n, J) noiseless per-target losses of cell matrices (n, k, T)."""
+        w = np.clip(np.asarray(weights_nkt, dtype=np.float64), 0.0, None)
+        gain = np.log1p(w / self.eps) / np.log1p(1.0 / self.eps)
+        exponent = -np.einsum("nkt,jkt->nj", gain, self.effect_jkt)
+        return self.floor_j[None] + self.scale_j[None] * np.exp(exponent)
+
+    def loss(self, weights_nkt: np.ndarray) -> np.ndarray:
+        """(n,) noiseless target: the weighted average of the per-target losses."""
+        return self.losses(weights_nkt) @ self.target_weights_j
+
+    def loss_gradient(self, weights_kt: np.ndarray) -> np.ndarray:
+        """(k, T) gradient of the noiseless target w.r.t. the cell weights."""
+        w = np.clip(np.asarray(weights_kt, dtype=np.float64), 0.0, None)
+        gain = np.log1p(w / self.eps) / np.log1p(1.0 / self.eps)
+        per_target = (
+            self.target_weights_j * self.scale_j * np.exp(-np.einsum("kt,jkt->j", gain, self.effect_jkt))
+        )
+        d_gain = 1.0 / ((self.eps + w) * np.log1p(1.0 / self.eps))
+        return -np.einsum("j,jkt->kt", per_target, self.effect_jkt) * d_gain
+
+    def loss_of_params(self, params_nd: np.ndarray) -> np.ndarray:
+        """(n,) noiseless target at parameter rows of `space`."""
+        return self.loss(self.space.cell_weights(params_nd))
+
+    def evaluate(self, mixture: Mixture, ctx: TrialContext) -> Result:
+        """Metrics "loss" (noisy), "loss_noiseless" and "bench<j>/loss" per target."""
+        start = time.perf_counter()
+        if mixture.weights_kt.shape != self.effect_jkt.shape[1:]:
+            raise MixAtlasError(
+                f"synthetic problem has {self.effect_jkt.shape[1:]} cells,"
+                f" the mixture {mixture.weights_kt.shape}"
+            )
+        per_target = self.losses(mixture.weights_kt[None])[0]
+        clean = float(per_target @ self.target_weights_j)
+        rng = np.random.default_rng([self.seed, int(ctx.seed), int(ctx.trial_id)])
+        metrics = {self.metric: clean + self.noise * float(rng.standard_normal()), "loss_noiseless": clean}
+        metrics.update({f"bench{j}/loss": float(v) for j, v in enumerate(per_target)})
+        return Result(metrics=metrics, cost_s=time.perf_counter() - start)
+
+    def optimum_value(self) -> float:
+        """The smallest noiseless loss on the feasible set: SLSQP from many feasible starts (cached)."""
+        if self._optimum is None:
+            self._optimum = float(self.loss_of_params(self.optimum_params()[None])[0])
+        return self._optimum
+
+    def optimum_params(self, n_starts: int = 24) -> np.ndarray:
+        """(d,) the best parameters found by multi-start SLSQP over the feasible set."""
+        from scipy.optimize import minimize
+
+        space = self.space
+        rng = np.random.default_rng([self.seed, 99])
+        screen = np.concatenate([space.sample(3000, rng, alpha=a) for a in (1.0, 0.1)])
+        screen_loss = self.loss_of_params(screen)
+        starts = np.concatenate(
+            [
+                screen[np.argsort(screen_loss)[: n_starts - 2]],
+                space.natural_params()[None],
+                space.uniform_params()[None],
+            ]
+        )
+        lower, upper = space.param_bounds()
+        constraints = [{"type": "eq", "fun": (lambda x, b=b: x[b].sum() - 1.0)} for b in space.simplex_blocks]
+        if space.mode == "factored":
+            cell_lo, cell_hi = space.lower_kt.ravel(), space.upper_kt.ravel()
+            cells = lambda x: space.cell_weights(x)[0].ravel()  # noqa: E731
+            constraints += [
+                {"type": "ineq", "fun": lambda x: cells(x) - cell_lo},
+                {"type": "ineq", "fun": lambda x: cell_hi - cells(x)},
+            ]
+        best_x, best_f = starts[0], np.inf
+        for start in starts:
+            result = minimize(
+                lambda x: float(self.loss_of_params(x[None])[0]),
+                start,
+                jac=lambda x: space.params_gradient(x, self.loss_gradient(space.cell_weights(x)[0])),
+                method="SLSQP",
+                bounds=list(zip(lower, upper, strict=True)),
+                constraints=constraints,
+                options={"maxiter": 300, "ftol": 1e-12},
+            )
+            x = space.project(result.x)
+            value = float(self.loss_of_params(x[None])[0])
+            if value < best_f:
+                best_x, best_f = x, value
+        return best_x
+
+
+def synthetic_counts(k: int, n_tasks: int, rng: np.random.Generator) -> np.ndarray:
+    """(k, T) long-tailed sample counts, like a real atlas (a few big cells, many small ones)."""
+    return np.round(2000.0 * np.exp(rng.normal(0.0, 1.0, size=(k, n_tasks)))) + 50.0
+
+
+def make_synthetic(
+    space_mode: str,
+    seed: int = 0,
+    noise: float | None = None,
+    k: int = 10,
+    n_targets: int = 4,
+    max_epochs: float | None = 4.0,
+) -> tuple[MixtureSpace, SyntheticProblem]:
+    """A synthetic family member on a k x 5 atlas (joint = 50 cells by default), with an epoch cap of
+    `max_epochs` passes over each cell for a planned run as long as the corpus (None: no cap).
+
+    Returns (space, objective); the objective's target metric is "loss" (minimize).
+    """
+    if space_mode not in MODES:
+        raise MixAtlasError(f"synthetic space {space_mode!r} is unknown; choose one of {', '.join(MODES)}")
+    rng = np.random.default_rng([seed, 20240])
+    concepts = tuple(f"concept{i:02d}" for i in range(k))
+    counts = synthetic_counts(k, len(TASKS), rng)
+    cap = {} if max_epochs is None else {"planned_samples": float(counts.sum()), "max_epochs": max_epochs}
+    space = MixtureSpace(concepts, TASKS, counts, mode=space_mode, **cap)
+    concept_aff = np.exp(rng.normal(0.0, 1.0, size=(n_targets, k, 1)))
+    task_aff = np.exp(rng.normal(0.0, 1.0, size=(n_targets, 1, len(TASKS))))
+    interaction = np.exp(rng.normal(0.0, 0.5, size=(n_targets, k, len(TASKS))))
+    effect = concept_aff * task_aff * interaction
+    effect *= 3.0 / effect.sum(axis=(1, 2), keepdims=True) * (k * len(TASKS)) / 10.0
+    harmful = rng.random((1, k, len(TASKS))) < 0.15
+    effect = np.where(harmful, -0.5 * effect, effect)
+    problem = SyntheticProblem(
+        space=space,
+        effect_jkt=effect,
+        floor_j=rng.uniform(1.5, 2.5, n_targets),
+        scale_j=rng.uniform(0.5, 1.5, n_targets),
+        target_weights_j=rng.dirichlet(np.full(n_targets, 2.0)),
+        noise=DEFAULT_NOISE if noise is None else float(noise),
+        seed=seed,
+    )
+    return space, problem

@@ -1,0 +1,482 @@
+"""The recipe artifact: a mixture a team can read, trust, move to a new corpus and materialize.
+
+A recipe is a YAML file holding the k x T cell weights with both marginals, the atlas it was found on
+(fingerprints), where it came from (study, method, trial or "posterior-mean maximizer", seed, budget),
+what the surrogate predicts for it and what was observed, the constraints of the search, and the
+baselines' scores from the same study family.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from mixatlas.errors import MixAtlasError
+from mixatlas.objectives.base import Target
+from mixatlas.space import Mixture
+
+RECIPE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The surrogate's prediction of the target for a recipe, in target units (not utility)."""
+
+    mean: float
+    sd: float | None
+    source: str  # "posterior-mean maximizer", "observed", "regression", ...
+
+
+@dataclass(frozen=True)
+class Observation:
+    """The target value a finished trial measured for exactly this mixture."""
+
+    trial_id: int
+    value: float
+
+
+@dataclass(frozen=True)
+class BaselineScore:
+    """One baseline study's best score on the same target, for comparison with the recipe."""
+
+    study: str
+    method: str
+    mode: str
+    value: float  # best finished trial's target value (target units)
+    trial_id: int | None
+    n_trials: int
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A mixture with its provenance, prediction and context.
+
+    Attributes:
+        mixture: the k x T cell weights (`mixture.weights_kt`, concepts x tasks).
+        atlas_fingerprint: fingerprint of the atlas whose cells the weights refer to.
+        centroids_fingerprint: fingerprint of the concept centroids (shared by atlases made with
+            `atlas assign`), which is what makes a recipe transferable.
+        target: the target the study optimized (spec and direction).
+        prediction: posterior mean/sd of the target for this mixture, or None.
+        observation: the finished trial's target value for this mixture, or None.
+        provenance: study, method, mode, chosen ("trial N" | "posterior-mean maximizer"), seed, budget,
+            created, and `transfers` (one entry per `recipe apply`).
+        constraints: bounds and epoch cap of the search space.
+        baselines: other methods' best scores in the same study family.
+    """
+
+    mixture: Mixture
+    atlas_fingerprint: str | None
+    centroids_fingerprint: str | None
+    target: Target | None = None
+    prediction: Prediction | None = None
+    observation: Observation | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    constraints: dict[str, Any] = field(default_factory=dict)
+    baselines: tuple[BaselineScore, ...] = ()
+
+    @property
+    def concepts(self) -> tuple[str, ...]:
+        return self.mixture.concepts
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return self.mixture.tasks
+
+    @property
+    def weights_kt(self) -> np.ndarray:
+        """(k, T) cell weights summing to 1."""
+        return self.mixture.weights_kt
+
+    @property
+    def max_epochs(self) -> float | None:
+        """The epoch cap the search used, if it had one (materialize uses it as its default)."""
+        value = self.constraints.get("max_epochs")
+        return None if value is None else float(value)
+
+    def best_baseline(self) -> BaselineScore | None:
+        """The baseline with the best value in the target's direction, or None without baselines."""
+        if not self.baselines:
+            return None
+        minimize = self.target.minimize if self.target else False
+        return (min if minimize else max)(self.baselines, key=lambda b: b.value)
+
+    def score(self) -> tuple[float, float | None] | None:
+        """(value, sd) of the recipe in target units: the observed value if a trial measured it (sd from the
+        surrogate when it has one), else the prediction; None when neither exists."""
+        sd = None if self.prediction is None else self.prediction.sd
+        if self.observation is not None:
+            return self.observation.value, sd
+        if self.prediction is not None:
+            return self.prediction.mean, sd
+        return None
+
+    def gain_over_best_baseline(self) -> tuple[float, float | None, BaselineScore] | None:
+        """(gain, sd, baseline): improvement of the recipe's score over the best baseline's, oriented so that
+        positive is better (baseline - recipe for minimized targets); sd is the surrogate's sd."""
+        best, score = self.best_baseline(), self.score()
+        if best is None or score is None:
+            return None
+        minimize = self.target.minimize if self.target else False
+        gain = best.value - score[0] if minimize else score[0] - best.value
+        return gain, score[1], best
+
+    def with_transfer(self, mixture: Mixture, atlas_fingerprint: str | None,
+                      centroids_fingerprint: str | None, note: dict[str, Any]) -> Recipe:
+        """A copy on another atlas: new weights and fingerprints, the transfer appended to provenance.
+
+        The prediction and observation were made on the old corpus; they are kept but marked as such.
+        """
+        provenance = dict(self.provenance)
+        provenance["transfers"] = [*self.provenance.get("transfers", []), note]
+        return replace(self, mixture=mixture, atlas_fingerprint=atlas_fingerprint,
+                       centroids_fingerprint=centroids_fingerprint, provenance=provenance)
+
+    def show(self, console: Any = None) -> None:
+        """Print the recipe as rich tables: cell weights with marginals, then context and baselines."""
+        from mixatlas.cli.console import console as default_console
+
+        (console or default_console).print(self.renderable())
+
+    def renderable(self) -> Any:
+        """A rich renderable of the recipe (what `mixatlas recipe show` prints)."""
+        from rich.console import Group
+        from rich.table import Table
+
+        w = self.weights_kt
+        cells = Table(title="cell weights (%)", title_justify="left")
+        cells.add_column("concept")
+        for task in self.tasks:
+            cells.add_column(task, justify="right")
+        cells.add_column("total", justify="right", style="bold")
+        for name, row in zip(self.concepts, w, strict=True):
+            cells.add_row(name, *(_pct(v) for v in row), _pct(row.sum()))
+        cells.add_row("total", *(_pct(v) for v in w.sum(axis=0)), _pct(w.sum()), style="bold")
+
+        facts = Table(show_header=False, box=None, pad_edge=False)
+        facts.add_column(style="cyan")
+        facts.add_column()
+        for key, value in self.facts():
+            facts.add_row(key, value)
+        parts: list[Any] = [cells, facts]
+        if self.baselines:
+            base = Table(title="baselines (same study family)", title_justify="left")
+            for col in ("method", "mode", "best value", "trial", "trials", "study"):
+                base.add_column(col)
+            for b in self.baselines:
+                base.add_row(b.method, b.mode, f"{b.value:.4g}", str(b.trial_id), str(b.n_trials), b.study)
+            parts.append(base)
+        return Group(*parts)
+
+    def facts(self) -> list[tuple[str, str]]:
+        """(label, text) lines: target, prediction, observation, baseline gain, provenance, constraints."""
+        prov = self.provenance
+        facts = []
+        if self.target is not None:
+            direction = "minimize" if self.target.minimize else "maximize"
+            facts.append(("target", f"{self.target.spec} ({direction})"))
+        if self.prediction is not None:
+            sd = "" if self.prediction.sd is None else f" ± {self.prediction.sd:.3g}"
+            facts.append(("prediction", f"{self.prediction.mean:.4g}{sd} ({self.prediction.source})"))
+        if self.observation is not None:
+            facts.append(("observed", f"{self.observation.value:.4g} (trial {self.observation.trial_id})"))
+        gain = self.gain_over_best_baseline()
+        if gain is not None:
+            sd = "" if gain[1] is None else f" ± {gain[1]:.3g}"
+            facts.append(("best baseline", f"{gain[2].value:.4g} ({gain[2].method}, {gain[2].mode} axis)"))
+            facts.append(("gain over it", f"{gain[0]:+.4g}{sd} (positive = better)"))
+        for key in ("study", "method", "mode", "chosen", "seed", "budget", "n_finished"):
+            if key in prov:
+                facts.append((key, str(prov[key])))
+        for note in prov.get("transfers", []):
+            facts.append(("transfer", str(note.get("summary", note))))
+        if self.constraints:
+            facts.append(("constraints", ", ".join(f"{k}={v}" for k, v in self.constraints.items())))
+        facts.append(("atlas", str(self.atlas_fingerprint)))
+        return facts
+
+    # ---- YAML -------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML document (plain types only)."""
+        w = self.weights_kt
+        return {
+            "mixatlas_recipe": RECIPE_VERSION,
+            "concepts": list(self.concepts),
+            "tasks": list(self.tasks),
+            "weights": [[float(v) for v in row] for row in w],
+            "concept_marginal": {c: float(v) for c, v in zip(self.concepts, w.sum(axis=1), strict=True)},
+            "task_marginal": {t: float(v) for t, v in zip(self.tasks, w.sum(axis=0), strict=True)},
+            "atlas": {"fingerprint": self.atlas_fingerprint,
+                      "centroids_fingerprint": self.centroids_fingerprint},
+            "target": None if self.target is None else {"spec": self.target.spec,
+                                                       "minimize": self.target.minimize},
+            "prediction": None if self.prediction is None else {
+                "mean": self.prediction.mean, "sd": self.prediction.sd, "source": self.prediction.source},
+            "observation": None if self.observation is None else {
+                "trial_id": self.observation.trial_id, "value": self.observation.value},
+            "provenance": _plain(self.provenance),
+            "constraints": _plain(self.constraints),
+            "baselines": [_plain(vars(b)) for b in self.baselines],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, origin: str = "recipe") -> Recipe:
+        """Inverse of :meth:`to_dict`; `origin` names the file in error messages."""
+        if not isinstance(data, dict) or "weights" not in data:
+            raise MixAtlasError(
+                f"{origin}: not a MixAtlas recipe (no 'weights'); make one with `mixatlas recipe`"
+            )
+        mixture = Mixture.from_dict(data, origin=origin)
+        atlas = data.get("atlas") or {}
+        target = data.get("target")
+        prediction = data.get("prediction")
+        observation = data.get("observation")
+        try:
+            return cls(
+                mixture=mixture,
+                atlas_fingerprint=atlas.get("fingerprint"),
+                centroids_fingerprint=atlas.get("centroids_fingerprint"),
+                target=None if not target else Target.parse(target["spec"], bool(target.get("minimize"))),
+                prediction=None if not prediction else Prediction(
+                    float(prediction["mean"]),
+                    None if prediction.get("sd") is None else float(prediction["sd"]),
+                    str(prediction.get("source", ""))),
+                observation=None if not observation else Observation(
+                    int(observation["trial_id"]), float(observation["value"])),
+                provenance=dict(data.get("provenance") or {}),
+                constraints=dict(data.get("constraints") or {}),
+                baselines=tuple(BaselineScore(**b) for b in data.get("baselines") or []),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MixAtlasError(
+                f"{origin}: malformed recipe field ({exc}); regenerate it with `mixatlas recipe`"
+            ) from None
+
+    def save(self, path: Path) -> None:
+        """Write the YAML atomically (a crash never leaves half a recipe)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, width=110))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path, atlas: Any = None, transfer: bool = False) -> Recipe:
+        """Read a recipe; with `atlas`, refuse one made on another atlas unless `transfer` is set.
+
+        `atlas` is a :class:`mixatlas.atlas.Atlas` (anything with `fingerprint`, `concepts`, `tasks`).
+        """
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise MixAtlasError(f"{path}: cannot read recipe ({exc.strerror}); check the path") from None
+        except yaml.YAMLError as exc:
+            raise MixAtlasError(f"{path}: invalid YAML ({str(exc).splitlines()[0]}); fix or regenerate it")\
+                from None
+        recipe = cls.from_dict(data, origin=str(path))
+        if atlas is not None and not transfer:
+            recipe.check_atlas(atlas, origin=str(path))
+        return recipe
+
+    def check_atlas(self, atlas: Any, origin: str = "recipe") -> None:
+        """Raise MixAtlasError unless `atlas` is the atlas this recipe was made on (same cells)."""
+        if self.atlas_fingerprint != atlas.fingerprint:
+            raise MixAtlasError(
+                f"{origin}: made on atlas {str(self.atlas_fingerprint)[:12]}, not on this atlas "
+                f"({str(atlas.fingerprint)[:12]}); move it with `mixatlas recipe apply` or pass --transfer"
+            )
+        if tuple(atlas.concepts) != self.concepts or tuple(atlas.tasks) != self.tasks:
+            raise MixAtlasError(f"{origin}: concept/task names differ from the atlas's; regenerate it")
+
+
+def _plain(value: Any) -> Any:
+    """Numpy scalars/arrays, paths and tuples -> YAML-safe builtins."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def now_iso() -> str:
+    """UTC timestamp for provenance records."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+# ---- from a study -----------------------------------------------------------------------------------
+
+
+def resolve_study_path(path: Path) -> Path:
+    """A study is its SQLite file; a folder stands for `FOLDER/study.db`."""
+    path = Path(path)
+    return path / "study.db" if path.is_dir() else path
+
+
+def study_family(study_path: Path) -> list[Path]:
+    """Candidate sibling studies of `study_path`: `*.db` next to it and `*/study.db` one folder up.
+
+    A study stored as `ROOT/NAME/study.db` (the layout `mixatlas demo` and `mixatlas search` write) has
+    its family in `ROOT/*/study.db`; one stored as `ROOT/NAME.db` in `ROOT/*.db`. Both patterns are read in
+    both cases so mixed layouts work.
+    """
+    study_path = resolve_study_path(study_path).resolve()
+    root = study_path.parent.parent if study_path.name == "study.db" else study_path.parent
+    found = sorted({*root.glob("*/study.db"), *root.glob("*.db")})
+    return [p for p in found if p.resolve() != study_path]
+
+
+def atlas_fingerprints(study: Any) -> tuple[str | None, str | None]:
+    """(fingerprint, centroids_fingerprint) of the atlas a study searched over.
+
+    Read from the study's meta (`atlas_fingerprint`, `centroids_fingerprint`), else by loading the atlas
+    folder named in its meta or objective spec (`atlas` / `atlas_dir`); (None, None) if neither is there.
+    """
+    meta, spec = study.meta, study.objective_spec
+    if meta.get("atlas_fingerprint"):
+        return meta["atlas_fingerprint"], meta.get("centroids_fingerprint")
+    atlas_dir = meta.get("atlas") or meta.get("atlas_dir") or spec.get("atlas_dir") or spec.get("atlas")
+    if atlas_dir and Path(atlas_dir).is_dir():
+        from mixatlas.atlas import Atlas
+
+        atlas = Atlas.load(Path(atlas_dir))
+        return atlas.fingerprint, atlas.centroids_fingerprint
+    return None, None
+
+
+def _space_constraints(space: Any) -> dict[str, Any]:
+    """The constraints a recipe records: mode, within-split, epoch cap, non-trivial bounds, frozen cells."""
+    out: dict[str, Any] = {"mode": space.mode}
+    if space.mode in ("task", "concept"):
+        out["within"] = space.within
+    if space.max_epochs is not None:
+        out["max_epochs"] = space.max_epochs
+        out["planned_samples"] = space.planned_samples
+    cells = [(c, t) for c in space.concepts for t in space.tasks]
+    lower, upper = space.user_lower_kt.ravel(), space.user_upper_kt.ravel()
+    bounds = {f"{c}/{t}": [float(lo), float(up)] for (c, t), lo, up in zip(cells, lower, upper, strict=True)
+              if lo > 0 or up < 1}
+    if bounds:
+        out["bounds"] = bounds
+    if space.frozen:
+        out["frozen"] = {f"{space.concepts[c]}/{space.tasks[t]}": w for (c, t), w in space.frozen.items()}
+    return out
+
+
+def _best_done(study: Any, target: Target) -> tuple[float, int, int] | None:
+    """(best value, its trial id, number of finished trials) under `target`, or None without any."""
+    scored = [(target.value(t.metrics), t.id) for t in study.trials("done") if t.metrics]
+    if not scored:
+        return None
+    value, trial_id = (min if target.minimize else max)(scored)
+    return value, trial_id, len(scored)
+
+
+def family_baselines(study: Any, target: Target, candidates: list[Path],
+                     explicit: bool = False) -> list[BaselineScore]:
+    """Scores of the studies in `candidates` that count as baselines of `study`.
+
+    A family candidate counts when it searched the same cells (same concepts, tasks and counts, i.e. the
+    same atlas) with another method and its finished trials report every metric of `target`. Explicit
+    candidates (`--baseline`) must search the same cells (else MixAtlasError) and count whatever their
+    method. A baseline's score is its best finished trial's target value at its own budget.
+    """
+    from mixatlas.search.study import Study
+
+    own = study.space
+    scores = []
+    for path in candidates:
+        other = Study.open(resolve_study_path(path))
+        try:
+            space = other.space
+            same_atlas = (space.concepts == own.concepts and space.tasks == own.tasks
+                          and np.array_equal(space.counts_kt, own.counts_kt))
+            if explicit and not same_atlas:
+                raise MixAtlasError(f"--baseline {path}: searched another atlas's cells than {study.path}; "
+                                    "compare studies on the same atlas")
+            if not explicit and (not same_atlas or other.method == study.method):
+                continue
+            try:
+                best = _best_done(other, target)
+            except MixAtlasError:
+                if explicit:
+                    raise
+                continue  # a family member whose trials do not report the target's metrics
+            if best is not None:
+                scores.append(BaselineScore(str(path), other.method, space.mode, best[0], best[1], best[2]))
+        finally:
+            other.close()
+    return scores
+
+
+def recipe_from_study(study_path: Path, target: str | None = None,
+                      baselines: list[Path] | None = None) -> Recipe:
+    """The recipe of a study's recommendation.
+
+    Args:
+        study_path: the study file (or its folder).
+        target: another target spec to recommend for (e.g. one benchmark's metric), same direction as the
+            study's; the method's recommendation is recomputed from the finished trials' metrics.
+        baselines: baseline studies to score; None = the study's family (see :func:`study_family`).
+    """
+    from mixatlas.search.base import History
+    from mixatlas.search.methods import make_optimizer
+    from mixatlas.search.study import Study
+
+    path = resolve_study_path(study_path)
+    study = Study.open(path)
+    try:
+        tgt = study.target if target is None else Target.parse(target, minimize=study.target.minimize)
+        if target is None:
+            rec, mixture, trial = study.recommend()
+        else:
+            done = study.trials("done")
+            if not done:
+                raise MixAtlasError(f"{path}: no finished trials yet; run the search first")
+            utility = np.array([tgt.utility(t.metrics or {}) for t in done])
+            history = History(study.space, np.array([t.params for t in done]), utility,
+                              np.empty((0, study.space.dim)), study.budget, study.seed)
+            rec = make_optimizer(study.method, **study.method_options).recommend(history)
+            mixture = study.space.to_mixture(rec.params)
+            trial = next((t for t in done if np.allclose(t.params, rec.params, rtol=0, atol=1e-12)), None)
+        sign = -1.0 if tgt.minimize else 1.0
+        prediction = None if rec.mean is None else Prediction(sign * rec.mean, rec.sd, rec.source)
+        observation = None
+        if trial is not None and trial.metrics:
+            observation = Observation(trial.id, tgt.value(trial.metrics))
+        fingerprint, centroids = atlas_fingerprints(study)
+        provenance = {
+            "study": str(path), "method": study.method, "mode": study.space.mode,
+            "chosen": f"trial {trial.id}" if trial is not None and rec.source == "observed" else rec.source,
+            "trial_id": None if trial is None else trial.id,
+            "seed": study.seed, "budget": study.budget, "n_finished": study.count("done"),
+            "created": now_iso(),
+        }
+        if baselines is None:
+            scores = family_baselines(study, tgt, study_family(path))
+        else:
+            scores = family_baselines(study, tgt, [resolve_study_path(p) for p in baselines], explicit=True)
+        return Recipe(
+            mixture=mixture, atlas_fingerprint=fingerprint, centroids_fingerprint=centroids, target=tgt,
+            prediction=prediction, observation=observation, provenance=provenance,
+            constraints=_space_constraints(study.space),
+            baselines=tuple(scores),
+        )
+    finally:
+        study.close()

@@ -1,0 +1,280 @@
+"""The search loop: the one place that joins a study (storage), its optimizer, an objective and an executor.
+
+It keeps `parallel` trials in flight, asks the optimizer for new params (with running trials visible as
+pending), records every transition in the study, retries failures with the same params, and resumes a
+killed search: done trials are kept, trials left running are run again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mixatlas.errors import MixAtlasError
+from mixatlas.executors import Executor, Handle
+from mixatlas.objectives.base import Objective, Result, TrialContext
+from mixatlas.search.base import History
+from mixatlas.search.study import Study, Trial
+from mixatlas.space import Mixture
+
+# Extra time the loop grants a trial past `timeout_s` before killing its worker (the in-worker alarm
+# should have stopped it already; this catches code stuck outside Python, e.g. in a C call).
+_HARD_TIMEOUT_GRACE_S = 10.0
+_POLL_S = 0.5
+
+
+class TrialTimeout(BaseException):
+    """Raised inside a worker when a trial overruns `timeout_s`.
+
+    A BaseException (like KeyboardInterrupt) so an objective's own `except Exception` cannot swallow it.
+    """
+
+
+def default_runs_dir(study_path: Path) -> Path:
+    """`runs/s.db` -> `runs/s-runs`: trial folders live beside the study file."""
+    study_path = Path(study_path)
+    return study_path.with_name(f"{study_path.stem}-runs")
+
+
+def trial_dir_for(runs_dir: Path, trial_id: int) -> Path:
+    return Path(runs_dir) / f"trial-{trial_id:05d}"
+
+
+def run_trial(
+    objective: Objective,
+    mixture_dict: dict,
+    trial_id: int,
+    trial_dir: str,
+    seed: int,
+    timeout_s: float | None,
+) -> dict:
+    """Evaluate one mixture where the executor put us; plain data in, plain data out.
+
+    Writes `mixture.json`, `metrics.json`, `stdout.log`, `stderr.log` in `trial_dir`. Returns
+    `{"ok": True, "result": Result dict, "worker": "host:pid"}` or `{"ok": False, "error": reason, ...}`.
+    """
+    folder = Path(trial_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    mixture = Mixture.from_dict(mixture_dict)
+    mixture.save(folder / "mixture.json")
+    (folder / "metrics.json").unlink(missing_ok=True)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    started = time.monotonic()
+    try:
+        with _output_to(folder), _time_limit(timeout_s):
+            result = objective.evaluate(mixture, TrialContext(trial_id, folder, seed))
+        if not isinstance(result, Result):
+            raise TypeError(f"objective returned {type(result).__name__}, expected Result")
+    except TrialTimeout:
+        return {"ok": False, "error": f"timed out after {timeout_s:g} s", "worker": worker}
+    except Exception as exc:
+        with open(folder / "stderr.log", "a") as err:
+            err.write(traceback.format_exc())
+        return {"ok": False, "error": _one_line(exc), "worker": worker}
+    if result.cost_s is None:
+        result.cost_s = time.monotonic() - started
+    result.save(folder / "metrics.json")
+    return {"ok": True, "result": result.to_dict(), "worker": worker}
+
+
+def run_search(
+    study: Study,
+    objective: Objective,
+    executor: Executor,
+    *,
+    parallel: int = 1,
+    retries: int = 1,
+    timeout_s: float | None = None,
+    runs_dir: Path | None = None,
+    progress: bool = True,
+) -> Study:
+    """Run (or resume) `study` until it has exactly `study.budget` done trials.
+
+    A trial that raises, times out, returns a NaN/missing target metric, or loses its worker is marked
+    `failed` with the reason and retried (same params) up to `retries` times; then the search moves on
+    with a new proposal. Raises MixAtlasError if failures in this run exceed budget * (retries + 1).
+    """
+    from mixatlas.search.methods import make_optimizer
+
+    runs = Path(runs_dir) if runs_dir is not None else default_runs_dir(study.path)
+    runs.mkdir(parents=True, exist_ok=True)
+    optimizer = make_optimizer(study.method, **study.method_options)
+    max_failures = study.budget * (retries + 1)
+    inflight: dict[Handle, tuple[Trial, float]] = {}
+    failures = 0
+    with study.exclusive(), _progress_bar(study, progress) as show:
+        study.requeue_interrupted()
+        while True:
+            n_done = study.count("done")
+            show(n_done)
+            if n_done >= study.budget and not inflight:
+                return study
+            for trial in _next_trials(study, optimizer, n_done, inflight, parallel):
+                trial = study.start_trial(
+                    trial.id, trial_dir=trial_dir_for(runs, trial.id), worker=executor.kind
+                )
+                seed = study.seed + (trial.retry_of if trial.retry_of is not None else trial.id)
+                handle = executor.submit(
+                    run_trial, objective, trial.mixture.to_dict(), trial.id, trial.trial_dir, seed, timeout_s
+                )
+                inflight[handle] = (trial, time.monotonic())
+            for handle in executor.wait(list(inflight), timeout=_POLL_S):
+                trial, _ = inflight.pop(handle)
+                failures += _record_outcome(study, trial, _collect(executor, handle), retries)
+            for handle in _overrun(executor, inflight, timeout_s):
+                trial, _ = inflight.pop(handle)
+                executor.cancel(handle)
+                outcome = {"ok": False, "error": f"timed out after {timeout_s:g} s; worker killed"}
+                failures += _record_outcome(study, trial, outcome, retries)
+            if failures > max_failures:
+                last = study.trials("failed")[-1]
+                raise MixAtlasError(
+                    f"{study.path}: {failures} trial attempts failed in this run (last, trial {last.id}: "
+                    f"{last.error}); fix the objective and rerun the same command to resume"
+                )
+
+
+def _next_trials(
+    study: Study, optimizer: Any, n_done: int, inflight: dict[Handle, tuple[Trial, float]], parallel: int
+) -> list[Trial]:
+    """Pending trials to start now (resumed or retries first, then new proposals), at most what fits."""
+    n_start = min(parallel - len(inflight), study.budget - n_done - len(inflight))
+    if n_start <= 0:
+        return []
+    running_ids = {trial.id for trial, _ in inflight.values()}
+    queued = [t for t in study.trials("pending") if t.id not in running_ids][:n_start]
+    if len(queued) < n_start:
+        for params in optimizer.ask(_history_for_proposals(study), n_start - len(queued)):
+            queued.append(study.add_trial(params))
+    return queued
+
+
+def _history_for_proposals(study: Study) -> History:
+    """The study's history with abandoned params (failed after all retries) shown as pending.
+
+    Without them an optimizer would see exactly the history that produced the failing proposal and,
+    being a function of it, propose the same params again; as pending points they count as taken.
+    """
+    history = study.history()
+    latest: dict[int, Trial] = {}
+    for trial in study.trials():  # id order: the last row of each retry chain wins
+        latest[trial.retry_of if trial.retry_of is not None else trial.id] = trial
+    abandoned = [t.params for t in latest.values() if t.state == "failed"]
+    if not abandoned:
+        return history
+    pending = np.vstack([history.pending_params, np.asarray(abandoned)])
+    return dataclasses.replace(history, pending_params=pending)
+
+
+def _collect(executor: Executor, handle: Handle) -> dict:
+    try:
+        return executor.result(handle)
+    except Exception as exc:  # the worker process / node / job died under the trial
+        return {"ok": False, "error": f"lost its worker: {_one_line(exc)}"}
+
+
+def _record_outcome(study: Study, trial: Trial, outcome: dict, retries: int) -> int:
+    """Store one finished attempt; returns 1 if it failed, else 0."""
+    worker = outcome.get("worker")
+    error = outcome.get("error")
+    if outcome.get("ok"):
+        try:
+            study.finish_trial(
+                trial.id, Result.from_dict(outcome["result"], origin="trial result"), worker=worker
+            )
+            return 0
+        except MixAtlasError as exc:  # missing or non-finite target metric
+            error = str(exc)
+    study.fail_trial(trial.id, error or "unknown failure", retry=trial.attempts <= retries, worker=worker)
+    return 1
+
+
+def _overrun(
+    executor: Executor, inflight: dict[Handle, tuple[Trial, float]], timeout_s: float | None
+) -> list:
+    """Handles running past timeout + grace; scheduler-queued executors enforce limits themselves."""
+    if timeout_s is None or executor.queues_jobs:
+        return []
+    limit = timeout_s + max(_HARD_TIMEOUT_GRACE_S, 0.1 * timeout_s)
+    now = time.monotonic()
+    return [h for h, (_, submitted) in inflight.items() if now - submitted > limit]
+
+
+@contextlib.contextmanager
+def _progress_bar(study: Study, enabled: bool) -> Iterator[Any]:
+    """Yields `show(n_done)`: updates a rich bar "trials done/budget, best so far" (no-op when disabled)."""
+    if not enabled:
+        yield lambda n_done: None
+        return
+    from mixatlas.cli.console import progress
+
+    with progress() as bar:
+        task = bar.add_task("search", total=study.budget)
+
+        def show(n_done: int) -> None:
+            done = study.trials("done")
+            best = None
+            if done:
+                pick = min if study.target.minimize else max
+                best = pick(t.value for t in done)
+            label = "search" if best is None else f"search · best {study.target.spec} {best:.5g}"
+            bar.update(task, completed=n_done, description=label)
+
+        yield show
+
+
+@contextlib.contextmanager
+def _output_to(folder: Path) -> Iterator[None]:
+    """Send this process's stdout/stderr (fd level, so child processes too) to the trial's log files."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(folder / "stdout.log", "ab") as out, open(folder / "stderr.log", "ab") as err:
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+@contextlib.contextmanager
+def _time_limit(timeout_s: float | None) -> Iterator[None]:
+    """Raise TrialTimeout in this (main) thread after `timeout_s`; elsewhere the loop's kill is the limit."""
+    import threading
+
+    if timeout_s is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise TrialTimeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or "(no message)"
+    return f"{type(exc).__name__}: {text}"[:500]

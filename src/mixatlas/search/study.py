@@ -1,0 +1,439 @@
+"""The study: one search's definition and its trials, stored in SQLite so a killed search resumes.
+
+The database (`study.db`, WAL mode) holds the space, objective spec, target, method, budget and seed, and one
+row per trial attempt. Every state change (pending -> running -> done | failed) is one `BEGIN IMMEDIATE`
+transaction, so a crash at any point leaves a consistent file: done trials are never lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mixatlas.errors import MixAtlasError
+from mixatlas.objectives.base import Result, Target
+from mixatlas.search.base import History, Recommendation
+from mixatlas.space import Mixture, MixtureSpace
+
+SCHEMA_VERSION = 1
+TRIAL_STATES = ("pending", "running", "done", "failed")
+
+_SCHEMA = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+CREATE TABLE study (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE trials (
+    id INTEGER PRIMARY KEY,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'running', 'done', 'failed')),
+    params TEXT NOT NULL,
+    mixture TEXT NOT NULL,
+    metrics TEXT,
+    curve TEXT,
+    cost_s REAL,
+    value REAL,
+    error TEXT,
+    attempts INTEGER NOT NULL,
+    retry_of INTEGER REFERENCES trials(id),
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    worker TEXT,
+    trial_dir TEXT
+);
+CREATE INDEX trials_state ON trials(state);
+"""
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One attempt at evaluating one parameter vector.
+
+    `params` is (d,) in the study's space; `mixture` its k x T cell matrix. `attempts` counts how many times
+    these params have been started (crash resumes and retries included); a retry after a failure is a new
+    row whose `retry_of` is the first row of the chain, so the failure stays recorded.
+    """
+
+    id: int
+    state: str
+    params: np.ndarray
+    mixture: Mixture
+    metrics: dict[str, float] | None
+    curve: list[list[float]]
+    cost_s: float | None
+    value: float | None
+    error: str | None
+    attempts: int
+    retry_of: int | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    worker: str | None
+    trial_dir: str | None
+
+
+class Study:
+    """A search stored in one SQLite file; see the module docstring. Build with `create` or `open`."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self._path = Path(path)
+        self._conn = conn
+        self._settings = {
+            key: json.loads(value) for key, value in conn.execute("SELECT key, value FROM study")
+        }
+        self._space = MixtureSpace.from_dict(self._settings["space"])
+        self._target = Target.parse(self._settings["target"], minimize=self._settings["minimize"])
+
+    # -- construction ---------------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        *,
+        space: MixtureSpace,
+        objective_spec: dict,
+        target: Target,
+        method: str,
+        budget: int,
+        seed: int,
+        method_options: dict | None = None,
+        meta: dict | None = None,
+    ) -> Study:
+        """Write a new study file at `path` (which must not exist yet) and open it."""
+        path = Path(path)
+        if path.exists():
+            raise MixAtlasError(
+                f"{path}: a study already exists here; open it to resume or pick another path"
+            )
+        if budget < 1:
+            raise MixAtlasError(f"budget {budget}: must be at least 1 objective evaluation")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        settings = {
+            "space": space.to_dict(),
+            "objective_spec": objective_spec,
+            "target": target.spec,
+            "minimize": target.minimize,
+            "method": method,
+            "method_options": method_options or {},
+            "budget": int(budget),
+            "seed": int(seed),
+            "meta": meta or {},
+            "created_at": time.time(),
+        }
+        conn = _connect(path)
+        with _transaction(conn):
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            conn.executemany(
+                "INSERT INTO study VALUES (?, ?)", [(k, json.dumps(v)) for k, v in settings.items()]
+            )
+        return cls(path, conn)
+
+    @classmethod
+    def open(cls, path: Path) -> Study:
+        """Open an existing study; a missing, foreign or corrupt file raises MixAtlasError."""
+        path = Path(path)
+        if not path.is_file():
+            raise MixAtlasError(
+                f"{path}: no study file here; create one with `mixatlas search --study {path}`"
+            )
+        try:
+            conn = _connect(path)
+            (version,) = conn.execute("SELECT version FROM schema_version").fetchone()
+            if version != SCHEMA_VERSION:
+                raise MixAtlasError(
+                    f"{path}: study schema version {version}, this MixAtlas reads {SCHEMA_VERSION}; "
+                    "use the matching MixAtlas version"
+                )
+            return cls(path, conn)
+        except (sqlite3.DatabaseError, TypeError, KeyError, json.JSONDecodeError) as exc:
+            raise MixAtlasError(
+                f"{path}: not a readable MixAtlas study ({exc}); check the --study path"
+            ) from None
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # -- stored definition ----------------------------------------------------------------------------
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def space(self) -> MixtureSpace:
+        return self._space
+
+    @property
+    def target(self) -> Target:
+        return self._target
+
+    @property
+    def method(self) -> str:
+        return self._settings["method"]
+
+    @property
+    def method_options(self) -> dict:
+        return dict(self._settings["method_options"])
+
+    @property
+    def budget(self) -> int:
+        return int(self._settings["budget"])
+
+    @property
+    def seed(self) -> int:
+        return int(self._settings["seed"])
+
+    @property
+    def objective_spec(self) -> dict:
+        return dict(self._settings["objective_spec"])
+
+    @property
+    def meta(self) -> dict:
+        return dict(self._settings["meta"])
+
+    def settings(self) -> dict[str, Any]:
+        """The stored definition as plain JSON data (space dict, target spec, method, budget, ...)."""
+        return json.loads(json.dumps(self._settings))
+
+    # -- reading trials -------------------------------------------------------------------------------
+    def trials(self, state: str | None = None) -> list[Trial]:
+        """All trial rows in id order, or only those in `state`."""
+        if state is None:
+            rows = self._conn.execute("SELECT * FROM trials ORDER BY id")
+        else:
+            if state not in TRIAL_STATES:
+                raise ValueError(f"unknown trial state {state!r}")
+            rows = self._conn.execute("SELECT * FROM trials WHERE state = ? ORDER BY id", (state,))
+        return [_trial_from_row(row) for row in rows]
+
+    def trial(self, trial_id: int) -> Trial:
+        row = self._conn.execute("SELECT * FROM trials WHERE id = ?", (trial_id,)).fetchone()
+        if row is None:
+            raise KeyError(trial_id)
+        return _trial_from_row(row)
+
+    def count(self, state: str) -> int:
+        (n,) = self._conn.execute("SELECT COUNT(*) FROM trials WHERE state = ?", (state,)).fetchone()
+        return int(n)
+
+    def history(self) -> History:
+        """What the optimizer may see: done params (m, d) with target utility (m,), pending+running (p, d)."""
+        done = self.trials("done")
+        pending = [t for t in self.trials() if t.state in ("pending", "running")]
+        d = self._space.dim
+        done_params = np.array([t.params for t in done], dtype=np.float64).reshape(len(done), d)
+        utility = np.array([-t.value if self._target.minimize else t.value for t in done], dtype=np.float64)
+        pending_params = np.array([t.params for t in pending], dtype=np.float64).reshape(len(pending), d)
+        return History(self._space, done_params, utility, pending_params, self.budget, self.seed)
+
+    def recommend(self) -> tuple[Recommendation, Mixture, Trial | None]:
+        """The method's recommendation, its mixture, and the finished trial with those params (if any)."""
+        from mixatlas.search.methods import make_optimizer
+
+        history = self.history()
+        if len(history.done_params) == 0:
+            raise MixAtlasError(
+                f"{self._path}: no finished trials yet; run `mixatlas search --study {self._path}`"
+            )
+        recommendation = make_optimizer(self.method, **self.method_options).recommend(history)
+        mixture = self._space.to_mixture(recommendation.params)
+        match = next(
+            (
+                t
+                for t in self.trials("done")
+                if np.allclose(t.params, recommendation.params, rtol=0, atol=1e-12)
+            ),
+            None,
+        )
+        return recommendation, mixture, match
+
+    def to_rows(self) -> list[dict]:
+        """One flat dict per trial (for CSV and reports): state, value, cells `w:CONCEPT/TASK`, metrics."""
+        rows = []
+        for t in self.trials():
+            row: dict[str, Any] = {
+                "id": t.id,
+                "state": t.state,
+                "attempts": t.attempts,
+                "retry_of": t.retry_of,
+                "value": t.value,
+                "cost_s": t.cost_s,
+                "error": t.error,
+                "worker": t.worker,
+                "created_at": t.created_at,
+                "started_at": t.started_at,
+                "finished_at": t.finished_at,
+                "trial_dir": t.trial_dir,
+            }
+            for i, concept in enumerate(t.mixture.concepts):
+                for j, task in enumerate(t.mixture.tasks):
+                    row[f"w:{concept}/{task}"] = float(t.mixture.weights_kt[i, j])
+            for name, value in (t.metrics or {}).items():
+                row[f"metric:{name}"] = value
+            rows.append(row)
+        return rows
+
+    # -- state changes (each one transaction) ---------------------------------------------------------
+    def add_trial(self, params: np.ndarray) -> Trial:
+        """Insert a `pending` trial for (d,) `params`; the mixture is computed and stored with it."""
+        params = np.asarray(params, dtype=np.float64).reshape(self._space.dim)
+        mixture = self._space.to_mixture(params)
+        with _transaction(self._conn):
+            cursor = self._conn.execute(
+                "INSERT INTO trials (state, params, mixture, attempts, created_at)"
+                " VALUES ('pending', ?, ?, 1, ?)",
+                (json.dumps(params.tolist()), json.dumps(mixture.to_dict()), time.time()),
+            )
+            trial_id = int(cursor.lastrowid)
+        return self.trial(trial_id)
+
+    def start_trial(self, trial_id: int, *, trial_dir: Path, worker: str) -> Trial:
+        """pending -> running."""
+        with _transaction(self._conn):
+            _update_state(
+                self._conn, trial_id, "pending", "running",
+                started_at=time.time(), trial_dir=str(trial_dir), worker=worker,
+            )  # fmt: skip
+        return self.trial(trial_id)
+
+    def finish_trial(self, trial_id: int, result: Result, *, worker: str | None = None) -> Trial:
+        """running -> done, storing metrics, curve, cost and the target value (must be finite)."""
+        value = self._target.value(result.metrics)
+        updates: dict[str, Any] = {
+            "metrics": json.dumps(result.metrics),
+            "curve": json.dumps(result.curve),
+            "cost_s": result.cost_s,
+            "value": value,
+            "error": None,
+            "finished_at": time.time(),
+        }
+        if worker:
+            updates["worker"] = worker
+        with _transaction(self._conn):
+            _update_state(self._conn, trial_id, "running", "done", **updates)
+        return self.trial(trial_id)
+
+    def fail_trial(
+        self, trial_id: int, error: str, *, retry: bool, worker: str | None = None
+    ) -> Trial | None:
+        """running -> failed with `error`; with `retry`, a new pending row with the same params, same txn.
+
+        Returns the retry trial, or None.
+        """
+        failed = self.trial(trial_id)
+        updates: dict[str, Any] = {"error": error, "finished_at": time.time()}
+        if worker:
+            updates["worker"] = worker
+        with _transaction(self._conn):
+            _update_state(self._conn, trial_id, "running", "failed", **updates)
+            retry_id = None
+            if retry:
+                # Copy the stored params/mixture text so the retry evaluates bit-identical weights.
+                root = failed.retry_of if failed.retry_of is not None else failed.id
+                cursor = self._conn.execute(
+                    "INSERT INTO trials (state, params, mixture, attempts, retry_of, created_at)"
+                    " SELECT 'pending', params, mixture, attempts + 1, ?, ? FROM trials WHERE id = ?",
+                    (root, time.time(), trial_id),
+                )
+                retry_id = cursor.lastrowid
+        return None if retry_id is None else self.trial(retry_id)
+
+    def requeue_interrupted(self) -> list[Trial]:
+        """Trials left `running` by a crashed search go back to pending with attempts+1 (same params)."""
+        requeued = []
+        for t in self.trials("running"):
+            with _transaction(self._conn):
+                self._conn.execute(
+                    "UPDATE trials SET state = 'pending', attempts = attempts + 1, started_at = NULL"
+                    " WHERE id = ? AND state = 'running'",
+                    (t.id,),
+                )
+            requeued.append(self.trial(t.id))
+        return requeued
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the study's run lock (`<db>.lock`) so two searches never drive one study at once.
+
+        The OS drops the lock when the process dies, so a SIGKILLed search never blocks its resume.
+        """
+        lock_path = self._path.with_name(self._path.name + ".lock")
+        with open(lock_path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise MixAtlasError(
+                    f"{self._path}: the study is being searched by {holder}; wait for it or stop it first"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN IMMEDIATE ourselves so every state change is one write txn.
+    conn = sqlite3.connect(str(path), timeout=30.0, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: commits survive a process kill
+    return conn
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _update_state(conn: sqlite3.Connection, trial_id: int, old: str, new: str, **columns: Any) -> None:
+    assignments = ", ".join(f"{name} = ?" for name in columns)
+    cursor = conn.execute(
+        f"UPDATE trials SET state = ?, {assignments} WHERE id = ? AND state = ?",
+        (new, *columns.values(), trial_id, old),
+    )
+    if cursor.rowcount != 1:
+        raise RuntimeError(f"trial {trial_id} is not {old}; cannot move it to {new}")
+
+
+def _trial_from_row(row: sqlite3.Row) -> Trial:
+    value = row["value"]
+    return Trial(
+        id=row["id"],
+        state=row["state"],
+        params=np.asarray(json.loads(row["params"]), dtype=np.float64),
+        mixture=Mixture.from_dict(json.loads(row["mixture"])),
+        metrics=None if row["metrics"] is None else json.loads(row["metrics"]),
+        curve=json.loads(row["curve"]) if row["curve"] else [],
+        cost_s=row["cost_s"],
+        value=None if value is None or not math.isfinite(value) else float(value),
+        error=row["error"],
+        attempts=row["attempts"],
+        retry_of=row["retry_of"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        worker=row["worker"],
+        trial_dir=row["trial_dir"],
+    )

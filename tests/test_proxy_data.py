@@ -1,0 +1,121 @@
+"""The mixture-driven training stream: cell sampler, epoch cap, chat encoding and its label mask."""
+
+import numpy as np
+import pytest
+from scipy.stats import chisquare
+
+from mixatlas.errors import MixAtlasError
+from mixatlas.objectives.proxy.data import CellSampler, align_mixture, cap_weights, collate
+from mixatlas.objectives.proxy.tokenizer import IGNORE_INDEX, ChatFormat, train_bpe
+from mixatlas.space import Mixture
+
+
+def test_sampler_matches_mixture_weights_chi_square():
+    rng = np.random.default_rng(0)
+    cell_of_row = rng.integers(0, 6, size=600)  # 2 concepts x 3 tasks, ~100 rows per cell
+    weights = np.array([[0.4, 0.1, 0.05], [0.2, 0.0, 0.25]])
+    rows, cells = CellSampler(cell_of_row, weights, seed=1).draw(10_000)
+    observed = np.bincount(cells, minlength=6)
+    assert observed[4] == 0  # a zero-weight cell is never drawn
+    support = weights.ravel() > 0
+    _, p_value = chisquare(observed[support], 10_000 * weights.ravel()[support])
+    assert p_value > 1e-3
+    assert np.array_equal(cell_of_row[rows], cells)  # every row comes from its drawn cell
+
+
+def test_sampler_is_seeded_and_uniform_inside_a_cell():
+    cell_of_row = np.repeat([0, 1], [10, 50])
+    weights = np.array([[0.5, 0.5]])
+    a, _ = CellSampler(cell_of_row, weights, seed=3).draw(2_000)
+    b, _ = CellSampler(cell_of_row, weights, seed=3).draw(2_000)
+    assert np.array_equal(a, b)
+    in_cell0 = a[a < 10]
+    # Permutation walk: the 10 rows of cell 0 are each drawn floor or ceil of len/10 times.
+    per_row = np.bincount(in_cell0, minlength=10)
+    assert per_row.max() - per_row.min() <= 1
+
+
+def test_epoch_cap_redistributes_excess_in_proportion():
+    counts = np.array([[10, 1000, 1000]])
+    weights = np.array([[0.5, 0.3, 0.2]])
+    capped = cap_weights(weights, counts, total_draws=1000, max_epochs=2.0)
+    # Cell 0 may give 10 * 2 = 20 draws = weight 0.02; its 0.48 excess goes 3:2 to the others.
+    assert capped[0, 0] == pytest.approx(0.02)
+    assert capped[0, 1] == pytest.approx(0.3 + 0.48 * 0.6)
+    assert capped[0, 2] == pytest.approx(0.2 + 0.48 * 0.4)
+    assert capped.sum() == pytest.approx(1.0)
+
+
+def test_epoch_cap_saturated_and_empty_cells():
+    counts = np.array([[10, 30, 0]])
+    # Both non-empty cells capped: draws spread by cap, i.e. by count (equal epochs everywhere).
+    capped = cap_weights(np.array([[0.5, 0.2, 0.3]]), counts, total_draws=1000, max_epochs=1.0)
+    assert capped == pytest.approx(np.array([[0.25, 0.75, 0.0]]))
+    with pytest.raises(MixAtlasError, match="empty cells"):
+        cap_weights(np.array([[0.0, 0.0, 1.0]]), counts, total_draws=10, max_epochs=1.0)
+
+
+def test_align_mixture_reorders_and_rejects_other_cells():
+    mixture = Mixture(("b", "a"), ("ocr", "vqa"), np.array([[0.1, 0.2], [0.3, 0.4]]))
+    aligned = align_mixture(mixture, ["a", "b"], ["vqa", "ocr"])
+    assert aligned == pytest.approx(np.array([[0.4, 0.3], [0.2, 0.1]]))
+    with pytest.raises(MixAtlasError, match="do not match"):
+        align_mixture(mixture, ["a", "c"], ["vqa", "ocr"])
+
+
+@pytest.fixture(scope="module")
+def chat():
+    texts = ["What is written on the sign?", "STOP 42", "Describe the image.", "A red cube on a table."] * 20
+    return ChatFormat(train_bpe(texts, 320), image_seq_length=4)
+
+
+def test_label_mask_covers_only_assistant_tokens(chat):
+    turns = [
+        {"from": "human", "value": "<image>\nWhat is written on the sign?"},
+        {"from": "gpt", "value": "STOP 42"},
+        {"from": "human", "value": "Describe the image."},
+        {"from": "gpt", "value": "A red cube on a table."},
+    ]
+    encoded = chat.encode(turns)
+    ids, labels = np.array(encoded.input_ids), np.array(encoded.labels)
+    assert (ids == chat.image_id).sum() == 4 and ids[1:5].tolist() == [chat.image_id] * 4
+    labeled = labels != IGNORE_INDEX
+    assert np.array_equal(ids[labeled], labels[labeled])
+    # Labeled tokens decode to exactly the two answers, each closed by <|end|>.
+    spans = np.split(ids[labeled], np.flatnonzero(ids[labeled] == chat.end_id)[:-1] + 1)
+    answers = [chat.decode_answer(span.tolist()) for span in spans]
+    assert answers == ["STOP 42", "A red cube on a table."]
+    assert not labeled[ids == chat.image_id].any()
+    assert not labeled[(ids == chat.user_id) | (ids == chat.assistant_id)].any()
+
+
+def test_prompt_ends_before_last_answer(chat):
+    turns = [
+        {"from": "human", "value": "<image>\nWhat is written on the sign?"},
+        {"from": "gpt", "value": "STOP 42"},
+    ]
+    prompt, reference = chat.encode_prompt(turns)
+    assert reference == "STOP 42"
+    assert prompt[-1] == chat.assistant_id
+    assert prompt == chat.encode(turns).input_ids[: len(prompt)]
+
+
+def test_collate_pads_right_and_masks(chat):
+    short = chat.encode([{"from": "human", "value": "<image>hi"}, {"from": "gpt", "value": "STOP"}])
+    long = chat.encode(
+        [
+            {"from": "human", "value": "<image>Describe the image."},
+            {"from": "gpt", "value": "A red cube on a table."},
+        ]
+    )
+    image = np.zeros((3, 8, 8), dtype=np.uint8)
+    batch = collate(
+        [{"input_ids": s.input_ids, "labels": s.labels, "image": image} for s in (short, long)],
+        chat.pad_id,
+        max_len=64,
+    )
+    n = len(short.input_ids)
+    assert batch["input_ids"].shape == (2, len(long.input_ids))
+    assert batch["attention_mask"][0, :n].all() and not batch["attention_mask"][0, n:].any()
+    assert (batch["labels"][0, n:] == IGNORE_INDEX).all()
+    assert batch["pixel_values"].shape == (2, 3, 8, 8)

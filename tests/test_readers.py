@@ -1,0 +1,285 @@
+"""Corpus readers (LLaVA JSON, JSONL, WebDataset, Parquet), image refs and rejects."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from mixatlas.corpus.images import image_bytes, open_image, open_sample_image
+from mixatlas.corpus.readers import JsonArrayScanner, corpus_files, detect_format, format_of, read_corpus
+from mixatlas.corpus.rejects import Rejects
+from mixatlas.errors import MixAtlasError
+
+
+def png_bytes(color: tuple[int, int, int], size: tuple[int, int] = (8, 6)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def conv(question: str, answer: str) -> list[dict]:
+    return [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]
+
+
+def write_jsonl(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def image_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, color in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
+        (folder / f"{i}.png").write_bytes(png_bytes(color))
+    return folder
+
+
+def test_jsonl_reader_resolves_images_and_keeps_fields(tmp_path: Path, image_dir: Path) -> None:
+    corpus = write_jsonl(
+        tmp_path / "web-caps.jsonl",
+        [
+            json.dumps({"id": "a", "image": "imgs/0.png", "conversations": conv("Describe it.", "red")}),
+            "",
+            json.dumps(
+                {
+                    "image": "imgs/1.png",
+                    "conversations": conv("Color?", "green"),
+                    "task": "vqa",
+                    "origin": "x",
+                }
+            ),
+            json.dumps(
+                {
+                    "id": "c",
+                    "image": str(image_dir / "2.png"),
+                    "messages": [
+                        {"role": "user", "content": "<image>\nWhat?"},
+                        {"role": "assistant", "content": "b"},
+                    ],
+                }
+            ),
+        ],
+    )
+    samples = list(read_corpus(corpus))
+    assert [s.id for s in samples] == ["a", "web-caps:3", "c"]
+    assert [s.offset for s in samples] == [1, 3, 4]
+    assert {s.source for s in samples} == {"web-caps"} and samples[0].shard == str(corpus)
+    assert samples[0].image == str(image_dir / "0.png")
+    assert samples[0].prompt == "Describe it." and samples[0].answer == "red"
+    assert samples[1].task == "vqa" and samples[1].meta == {"origin": "x"}
+    assert samples[2].conversations[1] == {"from": "gpt", "value": "b"}
+    assert open_image(samples[1].image).getpixel((0, 0)) == (0, 255, 0)
+
+
+def test_image_root_and_source_field(tmp_path: Path, image_dir: Path) -> None:
+    corpus = write_jsonl(
+        tmp_path / "c.jsonl",
+        [json.dumps({"image": "0.png", "conversations": conv("q", "a"), "dataset": "coco"})],
+    )
+    (sample,) = read_corpus(corpus, source_field="dataset", image_root=image_dir)
+    assert sample.source == "coco"
+    assert sample.image == str(image_dir / "0.png")
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+def test_llava_json_array_streams_elements_with_line_numbers(tmp_path: Path, image_dir: Path, indent) -> None:
+    records = [
+        {"id": f"r{i}", "image": f"imgs/{i % 3}.png", "conversations": conv(f"q{i} [x]", "a, {b}")}
+        for i in range(5)
+    ]
+    path = tmp_path / "llava.json"
+    path.write_text(json.dumps(records, indent=indent), encoding="utf-8")
+    samples = list(read_corpus(path))
+    assert [s.id for s in samples] == [r["id"] for r in records]
+    lines = path.read_text().splitlines()
+    for sample in samples:
+        assert f'"{sample.id}"' in "".join(lines[sample.offset - 1 : sample.offset + 1])
+    with path.open() as fh:  # tiny chunks force every refill path of the scanner
+        values = [
+            value for _, value, error in JsonArrayScanner(fh, chunk_chars=7).elements() if error is None
+        ]
+    assert values == records
+
+
+def test_llava_json_malformed_element_is_rejected_and_reading_continues(tmp_path: Path) -> None:
+    good = json.dumps({"id": "ok1", "conversations": conv("q", "a")})
+    bad = '{"id": "bad", "conversations": [ {"from": "human" "value": "x"} ]}'
+    path = tmp_path / "arr.json"
+    path.write_text(f"[\n{good},\n{bad},\n{good.replace('ok1', 'ok2')}\n]\n", encoding="utf-8")
+    rejects = Rejects(tmp_path / "rejects.jsonl")
+    assert [s.id for s in read_corpus(path, rejects=rejects)] == ["ok1", "ok2"]
+    rejects.close()
+    (entry,) = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert entry["file"] == str(path) and entry["where"] == 3 and entry["reason"].startswith("malformed JSON")
+
+
+def write_wds(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_webdataset_reader_groups_members_by_key(tmp_path: Path) -> None:
+    def record(answer: str) -> bytes:
+        return json.dumps({"conversations": conv("What color?", answer)}).encode()
+
+    shard = write_wds(
+        tmp_path / "shard-000.tar",
+        [
+            ("s/000.png", png_bytes((255, 0, 0))),
+            ("s/000.json", record("red")),
+            ("s/001.jpg", png_bytes((0, 0, 255), (5, 5))),
+            ("s/001.json", record("blue")),
+            ("s/002.png", png_bytes((0, 0, 0))),
+            ("s/003.json", b"{broken"),
+            ("s/003.png", png_bytes((0, 0, 0))),
+        ],
+    )
+    rejects = Rejects(None)
+    samples = list(read_corpus(shard, rejects=rejects))
+    assert [(s.id, s.source, s.offset) for s in samples] == [
+        ("s/000", "shard-000", 0),
+        ("s/001", "shard-000", 2),
+    ]
+    assert samples[0].image == f"{shard}::s/000.png"
+    assert open_image(samples[0].image).getpixel((0, 0)) == (255, 0, 0)
+    assert open_image(samples[1].image).size == (5, 5)
+    assert rejects.count == 2 and rejects.by_reason() == {"no .json member": 1, "malformed JSON": 1}
+
+
+def test_parquet_reader_with_image_bytes_and_with_path_column(tmp_path: Path, image_dir: Path) -> None:
+    conversations = [conv("Describe.", "red"), conv("Describe.", "green")]
+    hf_image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table(
+        {
+            "image": pa.array(
+                [{"bytes": png_bytes((255, 0, 0)), "path": None}, {"bytes": None, "path": "imgs/1.png"}],
+                type=hf_image,
+            ),
+            "conversations": conversations,
+            "subset": ["a", "b"],
+        }
+    )
+    with_bytes = tmp_path / "train-00000.parquet"
+    pq.write_table(table, with_bytes, row_group_size=1)
+    samples = list(read_corpus(with_bytes, source_field="subset"))
+    assert samples[0].image == f"{with_bytes}::0" and samples[0].source == "a"
+    assert samples[1].image == str(image_dir / "1.png") and samples[1].offset == 1
+    assert open_image(samples[0].image).getpixel((0, 0)) == (255, 0, 0)
+
+    paths_dir = tmp_path / "paths"
+    paths_dir.mkdir()
+    with_paths = paths_dir / "p.parquet"
+    pq.write_table(
+        pa.table({"image_path": [str(image_dir / "2.png")], "conversations": [json.dumps(conversations[0])]}),
+        with_paths,
+    )
+    (sample,) = read_corpus(with_paths)
+    assert open_image(sample.image).getpixel((0, 0)) == (0, 0, 255) and sample.answer == "red"
+
+
+def test_shard_patterns_folders_and_format_detection(tmp_path: Path) -> None:
+    for i in range(3):
+        write_jsonl(
+            tmp_path / f"part-{i:03d}.jsonl", [json.dumps({"id": f"p{i}", "conversations": conv("q", "a")})]
+        )
+    assert [s.id for s in read_corpus(str(tmp_path / "part-{000..001}.jsonl"))] == ["p0", "p1"]
+    assert [p.name for p in corpus_files(tmp_path, None)] == [
+        "part-000.jsonl",
+        "part-001.jsonl",
+        "part-002.jsonl",
+    ]
+    assert detect_format(tmp_path) == "jsonl" and format_of(Path("x.parquet")) == "parquet"
+    assert format_of(Path("shard.tar.gz")) == "wds" and format_of(Path("a.json")) == "llava-json"
+    assert [s.id for s in read_corpus([tmp_path / "part-002.jsonl", tmp_path / "part-000.jsonl"])] == [
+        "p2",
+        "p0",
+    ]
+
+
+def test_unknown_format_and_missing_path_name_the_fix(tmp_path: Path) -> None:
+    csv = tmp_path / "corpus.csv"
+    csv.write_text("a,b\n")
+    with pytest.raises(MixAtlasError, match=r"corpus\.csv: unknown corpus format '\.csv'; pass --format"):
+        list(read_corpus(csv))
+    with pytest.raises(MixAtlasError, match="unknown --format 'tsv'"):
+        list(read_corpus(csv, "tsv"))
+    with pytest.raises(MixAtlasError, match="no such file or folder"):
+        list(read_corpus(tmp_path / "nope.jsonl"))
+
+
+def test_malformed_lines_go_to_rejects_with_file_and_line(tmp_path: Path) -> None:
+    corpus = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            json.dumps({"id": "ok", "conversations": conv("q", "a")}),
+            '{"id": "cut", "conversations": [',
+            json.dumps(["not", "an", "object"]),
+            json.dumps({"id": "noanswer", "conversations": [{"from": "human", "value": "q"}]}),
+            json.dumps({"id": "ok2", "conversations": conv("q", "a")}),
+        ],
+    )
+    with Rejects(tmp_path / "out" / "rejects.jsonl") as rejects:
+        assert [s.id for s in read_corpus(corpus, rejects=rejects)] == ["ok", "ok2"]
+    entries = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert [(e["file"], e["where"]) for e in entries] == [
+        (str(corpus), 2),
+        (str(corpus), 3),
+        (str(corpus), 4),
+    ]
+    assert rejects.by_reason() == {"malformed JSON": 1, "not an object": 1, "bad conversations": 1}
+
+
+def test_strict_mode_and_no_rejects_list_stop_at_the_first_with_one_line(tmp_path: Path) -> None:
+    corpus = write_jsonl(tmp_path / "c.jsonl", [json.dumps({"conversations": conv("q", "a")}), "{oops"])
+    with pytest.raises(MixAtlasError) as strict:
+        list(read_corpus(corpus, rejects=Rejects(tmp_path / "r.jsonl", strict=True)))
+    message = str(strict.value)
+    assert message.startswith(f"{corpus}:2: malformed JSON") and "\n" not in message
+    assert (tmp_path / "r.jsonl").read_text().count("\n") == 1
+    with pytest.raises(MixAtlasError, match=r"c\.jsonl:2: malformed JSON"):
+        list(read_corpus(corpus))
+
+
+def test_empty_corpus_is_an_error(tmp_path: Path) -> None:
+    corpus = write_jsonl(tmp_path / "c.jsonl", ["{bad"])
+    with pytest.raises(MixAtlasError, match=r"empty corpus: no valid samples in 1 file\(s\) \(1 rejected\)"):
+        list(read_corpus(corpus, rejects=Rejects(None)))
+
+
+def test_missing_corrupt_and_truncated_images_are_rejected_with_their_line(tmp_path: Path) -> None:
+    full = png_bytes((9, 9, 9), (64, 64))
+    (tmp_path / "ok.png").write_bytes(full)
+    (tmp_path / "corrupt.png").write_bytes(b"definitely not an image")
+    (tmp_path / "truncated.png").write_bytes(full[: len(full) // 2])
+    names = ["ok.png", "missing.png", "corrupt.png", "truncated.png"]
+    corpus = write_jsonl(
+        tmp_path / "c.jsonl", [json.dumps({"image": n, "conversations": conv("q", "a")}) for n in names]
+    )
+    rejects = Rejects(tmp_path / "rejects.jsonl")
+    opened = [open_sample_image(s, rejects) for s in read_corpus(corpus)]
+    rejects.close()
+    assert [img is not None for img in opened] == [True, False, False, False]
+    entries = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert [(e["file"], e["where"]) for e in entries] == [
+        (str(corpus), 2),
+        (str(corpus), 3),
+        (str(corpus), 4),
+    ]
+    assert rejects.by_reason() == {"missing image": 1, "corrupt image": 2}
+    assert "missing.png: missing image" in entries[0]["reason"]
+    with pytest.raises(MixAtlasError, match=r"truncated\.png: corrupt image"):
+        open_image(str(tmp_path / "truncated.png"))
+    with pytest.raises(MixAtlasError, match="missing image"):
+        image_bytes(f"{tmp_path / 'none.tar'}::a.png")

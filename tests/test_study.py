@@ -1,0 +1,138 @@
+"""The SQLite study: stored definition, trial state machine, history for optimizers, resume semantics."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from mixatlas.errors import MixAtlasError
+from mixatlas.objectives.base import Result, Target
+from mixatlas.search.study import Study
+from mixatlas.space import MixtureSpace
+
+
+@pytest.fixture
+def space() -> MixtureSpace:
+    counts = np.array([[30.0, 10.0], [20.0, 20.0], [5.0, 15.0]])
+    return MixtureSpace(("cats", "charts", "docs"), ("captioning", "ocr"), counts, mode="joint")
+
+
+@pytest.fixture
+def study(tmp_path, space) -> Study:
+    return Study.create(
+        tmp_path / "s.db",
+        space=space,
+        objective_spec={"kind": "callable", "function": "pkg.mod:fn"},
+        target=Target.parse("val/loss", minimize=True),
+        method="random",
+        budget=5,
+        seed=11,
+        method_options={"alpha": 1.0},
+        meta={"note": "unit test"},
+    )
+
+
+def test_definition_survives_reopen(study, space):
+    reopened = Study.open(study.path)
+    assert reopened.space.to_dict() == space.to_dict()
+    assert reopened.target == Target.parse("val/loss", minimize=True)
+    assert (reopened.method, reopened.budget, reopened.seed) == ("random", 5, 11)
+    assert reopened.method_options == {"alpha": 1.0}
+    assert reopened.objective_spec == {"kind": "callable", "function": "pkg.mod:fn"}
+    assert reopened.meta == {"note": "unit test"}
+    mode = sqlite3.connect(study.path).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_trial_state_machine_and_history(study, space, tmp_path):
+    params = [space.uniform_params(), space.natural_params(), space.uniform_params()]
+    a, b, c = (study.add_trial(p) for p in params)
+    assert [t.state for t in study.trials()] == ["pending"] * 3
+    np.testing.assert_allclose(b.mixture.weights_kt, space.to_mixture(params[1]).weights_kt)
+
+    study.start_trial(a.id, trial_dir=tmp_path / "trial-00001", worker="local")
+    study.start_trial(b.id, trial_dir=tmp_path / "trial-00002", worker="local")
+    done = study.finish_trial(a.id, Result({"val/loss": 2.5, "other": 1.0}, [[0, 3.0]], 4.0), worker="h:1")
+    assert (done.state, done.value, done.cost_s, done.worker) == ("done", 2.5, 4.0, "h:1")
+    assert done.finished_at >= done.started_at >= done.created_at
+
+    history = study.history()
+    assert history.done_params.shape == (1, space.dim)
+    assert history.done_utility.tolist() == [-2.5]  # minimized target: utility = -value
+    assert history.pending_params.shape == (2, space.dim)  # b running + c pending
+    assert (history.budget, history.seed) == (5, 11)
+
+    retry = study.fail_trial(b.id, "RuntimeError: boom", retry=True)
+    assert study.trial(b.id).error == "RuntimeError: boom"
+    assert (retry.state, retry.attempts, retry.retry_of) == ("pending", 2, b.id)
+    np.testing.assert_array_equal(retry.params, b.params)
+    with pytest.raises(RuntimeError, match="not running"):
+        study.finish_trial(c.id, Result({"val/loss": 1.0}))
+
+
+def test_missing_target_metric_refuses_done(study, space, tmp_path):
+    trial = study.add_trial(space.uniform_params())
+    study.start_trial(trial.id, trial_dir=tmp_path / "t", worker="local")
+    with pytest.raises(MixAtlasError, match="'val/loss' not in the result"):
+        study.finish_trial(trial.id, Result({"loss": 1.0}))
+    with pytest.raises(MixAtlasError, match="is nan"):
+        study.finish_trial(trial.id, Result({"val/loss": float("nan")}))
+    assert study.trial(trial.id).state == "running"
+
+
+def test_interrupted_trials_requeue_with_same_params(study, space, tmp_path):
+    trial = study.add_trial(space.natural_params())
+    study.start_trial(trial.id, trial_dir=tmp_path / "t", worker="local")
+    (requeued,) = Study.open(study.path).requeue_interrupted()
+    assert (requeued.id, requeued.state, requeued.attempts) == (trial.id, "pending", 2)
+    np.testing.assert_array_equal(requeued.params, trial.params)
+
+
+def test_recommend_and_rows(study, space, tmp_path):
+    values = {}
+    for i, params in enumerate([space.uniform_params(), space.natural_params()]):
+        trial = study.add_trial(params)
+        study.start_trial(trial.id, trial_dir=tmp_path / f"t{i}", worker="local")
+        values[trial.id] = 3.0 - i
+        study.finish_trial(trial.id, Result({"val/loss": values[trial.id]}))
+    _, mixture, trial = study.recommend()
+    assert trial is not None and trial.value == min(values.values())  # random recommends the best observed
+    np.testing.assert_allclose(mixture.weights_kt, trial.mixture.weights_kt)
+    rows = study.to_rows()
+    assert [r["value"] for r in rows] == [3.0, 2.0]
+    assert rows[0]["w:cats/captioning"] == pytest.approx(1 / 6)
+    assert rows[1]["metric:val/loss"] == 2.0
+
+
+def test_recommend_without_trials_is_a_user_error(study):
+    with pytest.raises(MixAtlasError, match="no finished trials"):
+        study.recommend()
+
+
+def test_open_missing_or_corrupt_study(tmp_path, study, space):
+    with pytest.raises(MixAtlasError, match="no study file"):
+        Study.open(tmp_path / "nope.db")
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(MixAtlasError, match="not a readable MixAtlas study"):
+        Study.open(junk)
+    with pytest.raises(MixAtlasError, match="already exists"):
+        Study.create(
+            study.path,
+            space=space,
+            objective_spec={},
+            target=Target.parse("x"),
+            method="random",
+            budget=1,
+            seed=0,
+        )
+
+
+def test_one_search_at_a_time(study):
+    second = Study.open(study.path)
+    with study.exclusive(), pytest.raises(MixAtlasError, match="being searched by pid"), second.exclusive():
+        pass
+    with study.exclusive():  # released on exit
+        pass
