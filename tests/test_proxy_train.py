@@ -14,7 +14,7 @@ from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Result, TrialContext
 from mixatlas.objectives.proxy import ProxyConfig, ProxyObjective, resolve_mixture, train_proxy
 
-FAST = {"batch_size": 8, "eval_samples": 4, "eval_batch_size": 8, "eval_max_new_tokens": 8, "warmup_steps": 2}
+FAST = {"batch_size": 8, "eval_samples": 3, "eval_batch_size": 8, "eval_max_new_tokens": 8, "warmup_steps": 2}
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +30,13 @@ def benchmarks(atlas_dir):
 
 
 def test_training_lowers_loss_and_scores_every_benchmark(atlas_dir, benchmarks, tmp_path):
-    config = ProxyConfig(steps=40, lr=5e-3, eval_generate=True, **FAST)
+    config = ProxyConfig(steps=30, lr=5e-3, eval_generate=True, **FAST)
     mixture = resolve_mixture("uniform", Atlas.load(atlas_dir))
     result = train_proxy(atlas_dir, mixture, config, tmp_path / "run", seed=0, progress=False)
 
     losses = np.array([loss for _, loss in result.curve])
-    assert len(losses) == 40
-    assert losses[-5:].mean() < 0.7 * losses[:5].mean()
+    assert len(losses) == 30
+    assert losses[-5:].mean() < losses[:5].mean() - 0.5  # from ~7 (ln 1024) on a random init
     for name in benchmarks:
         assert math.isfinite(result.metrics[f"{name}/nll"])
         assert 0.0 <= result.metrics[f"{name}/em"] <= 1.0
@@ -49,7 +49,7 @@ def test_training_lowers_loss_and_scores_every_benchmark(atlas_dir, benchmarks, 
     saved = json.loads((tmp_path / "run" / "mixture.json").read_text())
     assert saved["weights"] == mixture.to_dict()["weights"]
     log = (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()
-    assert [json.loads(line)["step"] for line in log] == list(range(1, 41))
+    assert [json.loads(line)["step"] for line in log] == list(range(1, 31))
 
 
 def test_same_seed_same_curve_other_seed_other_curve(atlas_dir, tmp_path):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,3 +140,41 @@ def test_one_search_at_a_time(study):
         pass
     with study.exclusive():  # released on exit
         pass
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    code = "from mixatlas.cli import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_search_then_study_show_and_csv(tmp_path):
+    (tmp_path / "search.yaml").write_text("synthetic: task\nmethod: random\nbudget: 3\nstudy: s.db\n")
+    run = _cli("search", "--config", "search.yaml", "--seed", "2", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "recommendation (observed) for loss" in run.stderr
+    assert Study.open(tmp_path / "s.db").seed == 2  # the flag overrode the YAML default
+
+    show = _cli("study", "show", "s.db", "--csv", "trials.csv", cwd=tmp_path)
+    assert show.returncode == 0, show.stderr
+    assert "3/3 done" in show.stderr and "task marginal" in show.stderr
+    with open(tmp_path / "trials.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["state"] for row in rows] == ["done"] * 3
+    assert float(rows[0]["metric:loss"]) == float(rows[0]["value"])
+
+    again = _cli("search", "--config", "search.yaml", "--seed", "2", "--budget", "5", cwd=tmp_path)
+    assert again.returncode == 2
+    assert "budget is 5 here but 3 in the study" in again.stderr
+
+
+def test_cli_bad_config_is_one_line(tmp_path):
+    (tmp_path / "broken.yaml").write_text("synthetic: task\nbudget: [3\n")
+    run = _cli("search", "--config", "broken.yaml", cwd=tmp_path)
+    assert run.returncode == 2
+    assert run.stderr.strip().count("\n") == 0 and "broken.yaml:3" in run.stderr
+    assert "Traceback" not in run.stderr
+    (tmp_path / "typo.yaml").write_text("synthetic: task\nbudgte: 3\n")
+    run = _cli("search", "--config", "typo.yaml", cwd=tmp_path)
+    assert run.returncode == 2 and "unknown option 'budgte'" in run.stderr

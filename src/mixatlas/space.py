@@ -315,7 +315,11 @@ class MixtureSpace:
                 )
         if self.mode != "factored":
             return self._project_linear(self._natural_raw()[None])[0]
-        starts = np.stack([self._natural_raw(), self._uniform_raw(), self._factored_feasibility_search()])
+        starts = np.stack([self._natural_raw(), self._uniform_raw()])
+        repaired, ok = self._factor_step(starts)
+        if ok.any():
+            return repaired[int(np.argmax(ok))]
+        starts = self._factored_feasibility_search()
         repaired, ok = self._factor_step(starts)
         if ok.any():
             return repaired[int(np.argmax(ok))]
@@ -325,29 +329,34 @@ class MixtureSpace:
         )
 
     def _factored_feasibility_search(self) -> np.ndarray:
-        """SLSQP for a point near the natural one whose outer product meets the cell bounds."""
+        """(3, d) starts for the factored repair step: minimizers (SLSQP on the two simplices) of the
+        squared cell-bound violation of the outer product, from the natural, uniform and a random point."""
         from scipy.optimize import minimize
 
         k, lower, upper = self.k, self.lower_kt.ravel(), self.upper_kt.ravel()
-        natural = self._natural_raw()
 
-        def cells(x: np.ndarray) -> np.ndarray:
-            return np.outer(x[:k], x[k:]).ravel()
+        def violation(x: np.ndarray) -> float:
+            cells = np.outer(x[:k], x[k:]).ravel()
+            return float(
+                1e4 * (np.clip(lower - cells, 0, None) ** 2 + np.clip(cells - upper, 0, None) ** 2).sum()
+            )
 
-        result = minimize(
-            lambda x: float(((x - natural) ** 2).sum()),
-            natural,
-            method="SLSQP",
-            bounds=list(zip(self._param_lower, self._param_upper, strict=True)),
-            constraints=[
-                {"type": "eq", "fun": lambda x: x[:k].sum() - 1.0},
-                {"type": "eq", "fun": lambda x: x[k:].sum() - 1.0},
-                {"type": "ineq", "fun": lambda x: cells(x) - lower},
-                {"type": "ineq", "fun": lambda x: upper - cells(x)},
-            ],
-            options={"maxiter": 500, "ftol": 1e-12},
-        )
-        return np.clip(result.x, 0.0, 1.0)
+        random_start = self._dirichlet(1, np.random.default_rng(0), 1.0)[0]
+        found = []
+        for start in (self._natural_raw(), self._uniform_raw(), random_start):
+            result = minimize(
+                violation,
+                start,
+                method="SLSQP",
+                bounds=list(zip(self._param_lower, self._param_upper, strict=True)),
+                constraints=[
+                    {"type": "eq", "fun": lambda x: x[:k].sum() - 1.0},
+                    {"type": "eq", "fun": lambda x: x[k:].sum() - 1.0},
+                ],
+                options={"maxiter": 500, "ftol": 1e-16},
+            )
+            found.append(np.clip(result.x, 0.0, 1.0))
+        return np.stack(found)
 
     def _check_candidates(self, candidates: np.ndarray) -> np.ndarray:
         pool = np.atleast_2d(np.asarray(candidates, dtype=np.float64))

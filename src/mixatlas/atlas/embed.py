@@ -25,6 +25,7 @@ DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 COLOUR_WEIGHT = 2.0
 FRAME_WEIGHT = 2.0
 FRAME_PX = 4
+DOMINANCE_POWER = 1.5
 CLIP_OPTIONS = ("bf16", "cpu")
 
 
@@ -118,10 +119,10 @@ class PixelDescriptor:
         rgb = np.asarray(thumb, dtype=np.float64) / 255.0  # (side, side, 3)
         lab = opponent(rgb)
         grey = lab[..., 0]
-        colour = soft_colour_histogram(lab.reshape(-1, 3))
+        colour = soft_colour_histogram(lab.reshape(-1, 3)) ** DOMINANCE_POWER
         frame = np.ones(grey.shape, bool)
         frame[FRAME_PX:-FRAME_PX, FRAME_PX:-FRAME_PX] = False
-        background = soft_colour_histogram(lab[frame])
+        background = soft_colour_histogram(lab[frame]) ** DOMINANCE_POWER
         edge_stats, edge = self._edges(grey)
         layout = self._layout(lab, grey, edge)
         chroma = np.hypot(lab[..., 1], lab[..., 2])

@@ -1,9 +1,183 @@
-"""CLI commands of the benchmark programs (`mixatlas bench ...`)."""
+"""CLI commands of the benchmark programs (`mixatlas bench ...`): optimizer quality and overhead."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+from mixatlas.cli.console import console, progress
+from mixatlas.errors import MixAtlasError
+
+bench_app = typer.Typer(help="Benchmark the search methods at equal budget (pool, synthetic, public runs).")
+
+METHODS_HELP = "comma-separated methods: gp-ucb, regmix, random, uniform, natural"
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the top-level app."""
+    app.add_typer(bench_app, name="bench")
+
+
+def _methods(text: str) -> list[str]:
+    from mixatlas.search.methods import METHODS
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in METHODS]
+    if unknown or not names:
+        raise MixAtlasError(f"--methods: unknown {unknown or 'empty list'}; choose from {', '.join(METHODS)}")
+    return names
+
+
+def _run(problem_factory: object, methods: list[str], budget: int, seeds: int, batch: int) -> dict:
+    """run_benchmark with a progress bar over all evaluations."""
+    from mixatlas.search.benchmark import run_benchmark
+
+    with progress() as bar:
+        task = bar.add_task("benchmark", total=len(methods) * seeds * budget)
+
+        def advance(method: str, seed: int, n_done: int) -> None:
+            bar.update(task, advance=1, description=f"{method} seed {seed}")
+
+        return run_benchmark(problem_factory, methods, budget, seeds, batch=batch, on_progress=advance)
+
+
+def _print_table(result: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{result['problem']}: budget {result['budget']}, {result['seeds']} seeds (95% t-CI)")
+    for column in ("method", "regret (mean)", "regret 95% CI", "% pool/ref better", "95% CI", "s/run"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for name, row in result["methods"].items():
+        table.add_row(
+            name,
+            f"{row['regret_mean']:.4g}",
+            f"[{row['regret_ci95'][0]:.4g}, {row['regret_ci95'][1]:.4g}]",
+            f"{row['percentile_mean']:.1f}",
+            f"[{row['percentile_ci95'][0]:.1f}, {row['percentile_ci95'][1]:.1f}]",
+            f"{row['seconds_per_run']:.1f}",
+        )
+    console.print(table)
+
+
+def _write(result: dict, json_path: Path | None) -> None:
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=1))
+        console.print(f"wrote {json_path}")
+
+
+@bench_app.command("pool")
+def bench_pool(
+    csv_path: Path = typer.Argument(..., help="pool CSV: one trained mixture per row"),
+    weight_cols: str = typer.Option(..., "--weight-cols", help="prefix of the weight columns"),
+    target: str = typer.Option(..., "--target", help="metric column (or 'w*a + w*b') to optimize"),
+    minimize: bool = typer.Option(False, "--minimize", help="smaller target is better (losses)"),
+    budget: int = typer.Option(10, "--budget", help="objective evaluations per run, initial design included"),
+    seeds: int = typer.Option(10, "--seeds"),
+    methods: str = typer.Option("gp-ucb,regmix,random", "--methods", help=METHODS_HELP),
+    batch: int = typer.Option(1, "--batch", help="trials in flight"),
+    json_path: Path | None = typer.Option(None, "--json", help="write the results JSON here"),
+) -> None:
+    """Run each method S times on a pool of trained mixtures; score the recommended row."""
+    from mixatlas.objectives.pool import PoolProblem
+    from mixatlas.search.benchmark import pool_problem
+
+    pool = PoolProblem.from_csv(csv_path, weight_cols=weight_cols)
+    problem = pool_problem(pool, target, minimize, name=csv_path.stem)
+    if budget > len(problem.space.candidates):
+        raise MixAtlasError(f"--budget {budget} exceeds the pool size {len(problem.space.candidates)}")
+    result = _run(lambda: problem, _methods(methods), budget, seeds, batch)
+    _print_table(result)
+    _write(result, json_path)
+
+
+@bench_app.command("synthetic")
+def bench_synthetic(
+    space: str = typer.Option("joint", "--space", help="joint | task | concept | factored"),
+    budget: int = typer.Option(48, "--budget"),
+    seeds: int = typer.Option(10, "--seeds"),
+    methods: str = typer.Option("gp-ucb,regmix,random", "--methods", help=METHODS_HELP),
+    batch: int = typer.Option(1, "--batch", help="trials in flight"),
+    noise: float | None = typer.Option(None, "--noise", help="observation noise sd (default 0.01)"),
+    problem_seed: int = typer.Option(0, "--problem-seed", help="which member of the synthetic family"),
+    json_path: Path | None = typer.Option(None, "--json"),
+) -> None:
+    """Run each method S times on a synthetic family member; regret vs the known optimum."""
+    from mixatlas.search.benchmark import synthetic_problem
+
+    chosen = _methods(methods)
+    with console.status("building the synthetic problem (optimum by multi-start SLSQP)"):
+        problem = synthetic_problem(space, seed=problem_seed, noise=noise)
+    result = _run(lambda: problem, chosen, budget, seeds, batch)
+    _print_table(result)
+    _write(result, json_path)
+
+
+@bench_app.command("public")
+def bench_public(
+    problem_names: list[str] = typer.Option(
+        None, "--problem", help="e.g. 5mix-70M (repeatable; default all)"
+    ),
+    budget_fraction: float = typer.Option(0.3, "--budget-fraction", help="budget = this x pool size"),
+    seeds: int = typer.Option(10, "--seeds"),
+    methods: str = typer.Option("gp-ucb,regmix,random", "--methods", help=METHODS_HELP),
+    data: Path | None = typer.Option(None, "--data", help="public-mixture-runs folder"),
+    json_path: Path | None = typer.Option(None, "--json"),
+) -> None:
+    """The published mixture runs (mixinglaws, AutoScale) as pool problems; target valid_avg (minimize)."""
+    from mixatlas.objectives.public_runs import AVERAGE_METRIC, PUBLIC_PROBLEMS, public_pool
+    from mixatlas.search.benchmark import pool_problem
+
+    chosen = _methods(methods)
+    names = problem_names or list(PUBLIC_PROBLEMS)
+    results = {}
+    for name in names:
+        problem = pool_problem(public_pool(name, root=data), AVERAGE_METRIC, minimize=True, name=name)
+        budget = max(3, round(budget_fraction * len(problem.space.candidates)))
+        results[name] = _run(lambda problem=problem: problem, chosen, budget, seeds, 1)
+        results[name]["pool_size"] = len(problem.space.candidates)
+        _print_table(results[name])
+    _print_summary(results, chosen)
+    _write({"problems": results}, json_path)
+
+
+def _print_summary(results: dict, methods: list[str]) -> None:
+    import numpy as np
+    from rich.table import Table
+
+    table = Table(title="public pools: mean % of the pool better than the recommendation (lower is better)")
+    table.add_column("problem")
+    table.add_column("pool / budget", justify="right")
+    for method in methods:
+        table.add_column(method, justify="right")
+    for name, result in results.items():
+        cells = [f"{result['methods'][m]['percentile_mean']:.1f}" for m in methods]
+        table.add_row(name, f"{result['pool_size']}/{result['budget']}", *cells)
+    means = [np.mean([r["methods"][m]["percentile_mean"] for r in results.values()]) for m in methods]
+    table.add_row("mean", "", *[f"{v:.1f}" for v in means])
+    console.print(table)
+
+
+@bench_app.command("overhead")
+def bench_overhead(
+    n_done: int = typer.Option(200, "--trials", help="finished trials in the study"),
+    methods: str = typer.Option("gp-ucb,regmix,random", "--methods", help=METHODS_HELP),
+    json_path: Path | None = typer.Option(None, "--json"),
+) -> None:
+    """Seconds per `ask` (n=1 and n=4) in the joint 50-cell space with N finished trials."""
+    from rich.table import Table
+
+    from mixatlas.search.benchmark import measure_overhead
+
+    with console.status(f"timing ask() with {n_done} finished trials"):
+        result = measure_overhead(_methods(methods), n_done=n_done)
+    table = Table(title=f"seconds per ask: joint space d={result['dim']}, {n_done} finished trials")
+    table.add_column("method")
+    table.add_column("ask n=1 (s)", justify="right")
+    table.add_column("ask n=4 (s)", justify="right")
+    for name, row in result["methods"].items():
+        table.add_row(name, f"{row['ask_n1_s']:.2f}", f"{row['ask_n4_s']:.2f}")
+    console.print(table)
+    _write(result, json_path)

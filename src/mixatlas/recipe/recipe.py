@@ -130,7 +130,8 @@ class Recipe:
                       centroids_fingerprint: str | None, note: dict[str, Any]) -> Recipe:
         """A copy on another atlas: new weights and fingerprints, the transfer appended to provenance.
 
-        The prediction and observation were made on the old corpus; they are kept but marked as such.
+        The prediction and observation stay: the transfer note (from/to atlas) says they were made on the
+        old corpus.
         """
         provenance = dict(self.provenance)
         provenance["transfers"] = [*self.provenance.get("transfers", []), note]

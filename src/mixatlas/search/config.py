@@ -254,6 +254,9 @@ def open_study(config: SearchConfig) -> tuple[Study, Objective]:
     else:
         if not config.sources:
             raise MixAtlasError(f"{path}: no study here; give a problem (--atlas, --pool or --synthetic)")
+        from mixatlas.search.methods import make_optimizer
+
+        make_optimizer(config.method, **config.method_options)  # a bad method name fails before any file
         problem = build_problem(config)
         target_spec = config.target or problem.default_target
         if not target_spec:

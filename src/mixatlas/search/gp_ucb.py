@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,8 @@ from mixatlas.search.base import History, Optimizer, Recommendation
 from mixatlas.search.baselines import best_observed
 from mixatlas.search.design import history_rng, open_candidates, space_filling
 from mixatlas.space import MixtureSpace
+
+FIT_MAX_ITER = 150
 
 
 def srinivas_beta(t: int, n_points: int, delta: float, scale: float) -> float:
@@ -63,7 +66,7 @@ class Surrogate:
         """Posterior mean and sd of the latent f (standardized units) at (n, f) features."""
         import torch
 
-        with torch.no_grad():
+        with torch.no_grad(), single_thread():
             posterior = self.model.posterior(torch.as_tensor(features_nf, dtype=torch.float64))
             mean = posterior.mean.squeeze(-1).numpy()
             sd = posterior.variance.clamp_min(1e-12).sqrt().squeeze(-1).numpy()
@@ -246,6 +249,20 @@ class GPUCB(Optimizer):
         return np.concatenate([flat, sparse, local])
 
 
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one thread inside the block. The GP's matrices are small (hundreds of rows), so
+    thread synchronization costs more than it saves; on a shared machine it costs ~10x."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def features(space: MixtureSpace, params_nd: np.ndarray) -> np.ndarray:
     """GP inputs (n, d): the square root of the parameters (Hellinger embedding of each simplex)."""
     return np.sqrt(np.clip(np.atleast_2d(params_nd), 0.0, None))
@@ -266,9 +283,12 @@ def fit_surrogate(features_nf: np.ndarray, utility_n: np.ndarray) -> Surrogate:
     y = torch.as_tensor((utility_n - y_mean) / y_sd, dtype=torch.float64).unsqueeze(-1)
     model = SingleTaskGP(x, y, outcome_transform=None)
     # On a fitting failure the prior-mode hyperparameters stay: a usable (if vague) surrogate.
-    with warnings.catch_warnings(), contextlib.suppress(ModelFittingError):
+    # L-BFGS is capped: the marginal likelihood is flat near its optimum and full convergence costs
+    # several times more iterations for the same lengthscales.
+    with warnings.catch_warnings(), contextlib.suppress(ModelFittingError), single_thread():
         warnings.simplefilter("ignore")
-        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+        mll = ExactMarginalLogLikelihood(model.likelihood, model)
+        fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": FIT_MAX_ITER}})
     model.eval()
     return Surrogate(model=model, y_mean=y_mean, y_sd=y_sd)
 

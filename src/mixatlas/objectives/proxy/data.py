@@ -60,6 +60,9 @@ class CellSampler:
         order = np.argsort(cell_of_row, kind="stable")
         bounds = np.searchsorted(cell_of_row[order], np.arange(n_cells + 1))
         self.rows_of_cell = [order[bounds[c] : bounds[c + 1]] for c in range(n_cells)]
+        empty = [c for c in range(n_cells) if self.weights_kt.flat[c] > 0 and not len(self.rows_of_cell[c])]
+        if empty:
+            raise MixAtlasError(f"cells {empty} have weight but no samples; apply cap_weights first")
         self.rng = np.random.default_rng(seed)
 
     def draw(self, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -91,16 +91,12 @@ def _to_device(batch: dict, device) -> dict:
 
 
 def answer_nll(
-    proxy: ProxyModel, bench: Benchmark, batch_size: int, max_len: int, device, autocast
+    proxy: ProxyModel, items: list[dict], batch_size: int, max_len: int, device, autocast
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Teacher-forced NLL summed over each sample's answer tokens, and their counts: two (n,) arrays."""
+    """Teacher-forced NLL summed over each encoded sample's answer tokens, and their counts: two (n,)."""
     import torch
     import torch.nn.functional as F
 
-    items = encode_all(
-        EncodedSamples(bench.image_refs, bench.conversations, proxy.chat, ImageLoader(proxy.image_size)),
-        num_workers=0,
-    )
     sums, counts = [], []
     for start in range(0, len(items), batch_size):
         batch = _to_device(collate(items[start : start + batch_size], proxy.chat.pad_id, max_len), device)
@@ -120,13 +116,16 @@ def answer_nll(
 
 
 def greedy_answers(
-    proxy: ProxyModel, bench: Benchmark, batch_size: int, max_new_tokens: int, device, autocast
+    proxy: ProxyModel, bench: Benchmark, items: list[dict], batch_size: int, max_new_tokens: int, device,
+    autocast,
 ) -> tuple[list[str], list[str]]:
-    """(predictions, references): greedy decoding of each sample's last answer from its left-padded prompt."""
+    """(predictions, references): greedy decoding of each sample's last answer from its left-padded prompt.
+
+    `items` are the benchmark's encoded samples (their decoded images are reused).
+    """
     import torch
 
     chat = proxy.chat
-    images = ImageLoader(proxy.image_size)
     predictions, references = [], []
     for start in range(0, len(bench.conversations), batch_size):
         prompts, refs = zip(
@@ -138,11 +137,7 @@ def greedy_answers(
         for b, prompt in enumerate(prompts):
             input_ids[b, width - len(prompt) :] = torch.as_tensor(prompt)
             attention[b, width - len(prompt) :] = 1
-        items = [
-            {"input_ids": [0], "labels": [0], "image": images(ref)}
-            for ref in bench.image_refs[start : start + batch_size]
-        ]
-        pixels = collate(items, chat.pad_id, 1)["pixel_values"]
+        pixels = collate(items[start : start + batch_size], chat.pad_id, 1)["pixel_values"]
         with torch.no_grad(), autocast():
             out = proxy.model.generate(
                 input_ids=input_ids.to(device),
@@ -190,10 +185,13 @@ def evaluate_benchmarks(
     proxy.model.eval()
     results: dict[str, float] = {}
     for bench in benchmarks:
-        sums, counts = answer_nll(proxy, bench, batch_size, max_len, device, autocast)
+        images = ImageLoader(proxy.image_size)
+        # Each image decoded once, for both the NLL and the generation pass.
+        items = encode_all(EncodedSamples(bench.image_refs, bench.conversations, proxy.chat, images), 0)
+        sums, counts = answer_nll(proxy, items, batch_size, max_len, device, autocast)
         results[f"{bench.name}/nll"] = M.nll_per_token(sums.tolist(), counts.tolist())
         if generate:
-            preds, refs = greedy_answers(proxy, bench, batch_size, max_new_tokens, device, autocast)
+            preds, refs = greedy_answers(proxy, bench, items, batch_size, max_new_tokens, device, autocast)
             results.update({f"{bench.name}/{k}": v for k, v in score_answers(bench, preds, refs).items()})
     finite = [results[f"{b.name}/nll"] for b in benchmarks if math.isfinite(results[f"{b.name}/nll"])]
     results["avg/nll"] = float(np.mean(finite)) if finite else math.nan

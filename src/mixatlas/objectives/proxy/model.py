@@ -45,7 +45,13 @@ def llava_from_configs(vision_config, text_config, image_token_id: int):
         vision_feature_select_strategy="default",
         tie_word_embeddings=text_config.tie_word_embeddings,
     )
-    return LlavaForConditionalGeneration(config)
+    model = LlavaForConditionalGeneration(config)
+    # Features come from the hidden states, so the pooled-output norm never reaches the loss; frozen so
+    # DDP does not wait for its gradient.
+    for name, module in model.model.vision_tower.named_modules():
+        if name.endswith("post_layernorm"):
+            module.requires_grad_(False)
+    return model
 
 
 def tiny_configs(arch: TinyArch, image_size: int, vocab_size: int, max_len: int):
@@ -88,7 +94,9 @@ def build_tiny_proxy(config: ProxyConfig, atlas_dir: Path, conversations_json) -
 def load_pretrained_proxy(vision: str, lm: str) -> ProxyModel:
     """Custom preset: pretrained CLIP vision tower and causal LM (hub ids or local paths), fresh projector."""
     from transformers import AutoModelForCausalLM, CLIPVisionModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # our own progress bar is the one the user watches
     try:
         vision_model = CLIPVisionModel.from_pretrained(vision)
     except (OSError, ValueError) as exc:

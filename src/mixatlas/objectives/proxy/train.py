@@ -2,8 +2,8 @@
 
 Run folder: `metrics.json` (the Result contract), `mixture.json`, `train_log.jsonl` (one line per optimizer
 step, appended as training goes so a killed run keeps its curve), `proxy.yaml`, and `model/` when asked.
-Multi-GPU: launch with `torchrun --nproc-per-node G -m mixatlas.cli proxy train ...`; every rank trains
-on its own slice of the stream under DDP and rank 0 evaluates and writes.
+Multi-GPU: launch with `torchrun --nproc-per-node G "$(which mixatlas)" proxy train ...`; every rank
+trains on its own slice of the stream under DDP and rank 0 evaluates and writes.
 """
 
 from __future__ import annotations
@@ -318,13 +318,14 @@ def _train_loop(
         task = bar.add_task("training proxy", total=steps) if show else None
         step_fn.model.train()
         for step in range(1, steps + 1):
+            lr = step_fn.scheduler.get_last_lr()[0]  # the rate this step uses
             loss, tokens = step_fn(batches)
             curve.append([float(step), loss])
             if dist.is_main:
                 record = {
                     "step": step,
                     "loss": loss,
-                    "lr": step_fn.scheduler.get_last_lr()[0],
+                    "lr": lr,
                     "tokens": tokens,
                     "elapsed_s": round(time.perf_counter() - started, 4),
                 }
