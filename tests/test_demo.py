@@ -47,11 +47,15 @@ def test_demo_leaves_recipe_manifest_and_report(demo: tuple[Path, str]) -> None:
     assert len([i for i in images if i.startswith("posterior_")]) == 3  # task, concept and joint gp-ucb
     studies = sorted(p.name for p in (out / "studies").iterdir() if p.is_dir())
     assert len(studies) == 9 and "joint-gp-ucb" in studies
-    # the last lines say what was found and where the report is
-    tail = log.strip().splitlines()[-12:]
-    assert any(re.search(r"│ (task|concept|joint) +│ [\d.]+ +│ [\d.]+ \(\w", line) for line in tail)
-    assert any("gain" in line for line in log.strip().splitlines()[-16:])
+    # the last lines say what was found (gain over the best baseline per axis) and where the report is
+    tail = log.strip().splitlines()[-14:]
+    assert any("gain of gp-ucb over the best baseline" in line for line in tail)
+    for axis, baseline_axis in (("task", "task"), ("concept", "concept"), ("joint", r"\w+")):
+        row = re.compile(rf"│ {axis} +│ {baseline_axis}-[\w-]+ +│ [+-][\d.]+")
+        assert any(row.search(line) for line in tail), axis
     assert tail[-1].startswith("report:") and tail[-1].endswith(str(out / "report" / "index.html"))
+    final = json.loads((out / "final_eval.json").read_text())
+    assert len(final) == 9 and all(len(v) == QUICK.final_seeds for v in final.values())
     np.testing.assert_allclose(recipe.weights_kt.sum(), 1.0)
 
 
@@ -70,5 +74,6 @@ def test_rerun_skips_finished_stages(demo: tuple[Path, str]) -> None:
     run = subprocess.run([*CLI, "demo", "--out", str(out), "--quick"], capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0, run.stderr[-4000:]
-    assert run.stderr.count("done already") == 9 + 5  # 9 studies, corpus, atlas, recipe, manifest, report
+    # corpus, atlas, 9 studies, final evaluation, recipe, manifest, report
+    assert run.stderr.count("done already") == 15
     assert manifest.stat().st_mtime_ns == before

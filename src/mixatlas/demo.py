@@ -8,7 +8,9 @@ when that output is already complete, so re-running after an interruption contin
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,10 +21,12 @@ from typing import Any
 import numpy as np
 
 from mixatlas.cli.console import console
+from mixatlas.executors import make_executor
 
 AXIS_METHODS = ("gp-ucb", "regmix", "random", "uniform")
 TARGET = "avg/nll"
-STAGES = 6
+STAGES = 7
+FINAL_SEED = 10_000  # final re-evaluations use seeds FINAL_SEED + r, never used by a search trial
 
 
 @dataclass(frozen=True)
@@ -36,13 +40,14 @@ class DemoPlan:
     manifest_samples: int  # the planned run's length: the epoch cap w * N <= count * max_epochs uses it
     proxy: dict[str, Any] = field(default_factory=dict)  # ProxyConfig fields
     eval_per_benchmark: int = 40
+    final_seeds: int = 2  # fresh seeds, shared by all methods, at which each recommendation is re-trained
     max_epochs: float = 4.0
     parallel: int = 2
     seed: int = 0
 
 
 FULL = DemoPlan(
-    corpus_samples=1500, k=6, budget=10, joint_budget=10,
+    corpus_samples=1500, k=6, budget=8, joint_budget=8,
     proxy={"steps": 30, "batch_size": 8, "warmup_steps": 3, "eval_samples": 16, "eval_generate": False,
            "max_len": 64, "image_size": 32, "tiny": {"patch_size": 8, "vocab_size": 384, "lm_hidden": 64,
                                                       "vision_hidden": 32, "vision_layers": 1}},
@@ -54,7 +59,7 @@ QUICK = DemoPlan(
            "max_len": 64, "image_size": 32, "tiny": {"patch_size": 8, "vocab_size": 300,
                                                       "lm_hidden": 32, "vision_hidden": 32,
                                                       "lm_layers": 1, "vision_layers": 1}},
-    manifest_samples=400, eval_per_benchmark=12,
+    manifest_samples=400, eval_per_benchmark=12, final_seeds=1,
 )
 
 
@@ -89,16 +94,21 @@ def run_demo(out: Path, quick: bool = False, plan: DemoPlan | None = None) -> De
     with _stage(2, f"atlas: pixels embedder, k={plan.k}"):
         atlas = _atlas(out, corpus, plan)
     runs = _study_runs(plan)
-    with _stage(3, f"searches: {len(runs)} studies, {sum(b for *_, b in runs)} proxy runs, "
-                   f"{plan.parallel} in parallel"):
-        studies = _searches(out, atlas, plan, runs)
-    with _stage(4, "recipe: one per gp-ucb study, the best one is recipe.yaml"):
-        recipe, per_axis = _recipe(out, studies)
-    with _stage(5, f"materialize {plan.manifest_samples} samples (llava manifest)"):
+    spec = {"kind": "proxy", "config": plan.proxy, "atlas": str(atlas.dir)}
+    with make_executor("local", parallel=plan.parallel, folder=out / "studies") as executor:
+        with _stage(3, f"searches: {len(runs)} studies, {sum(b for *_, b in runs)} proxy runs, "
+                       f"{plan.parallel} in parallel"):
+            studies = _searches(out, atlas, plan, runs, spec, executor)
+        with _stage(4, f"final evaluation: every recommendation re-trained at {plan.final_seeds} fresh "
+                       "seed(s) shared by all methods"):
+            final = _final_evaluation(out, studies, plan, spec, executor)
+    with _stage(5, "recipe: one per gp-ucb study; the best re-evaluated one is recipe.yaml"):
+        recipe = _recipe(out, studies, final)
+    with _stage(6, f"materialize {plan.manifest_samples} samples (llava manifest)"):
         manifest = _materialize(out, atlas, recipe, plan)
-    with _stage(6, "report"):
+    with _stage(7, "report"):
         report = _report(out, studies, atlas, recipe)
-    _summary(recipe, per_axis, studies, manifest, report, time.monotonic() - started)
+    _summary(recipe, studies, final, manifest, report, time.monotonic() - started)
     return DemoOutputs(corpus, atlas.dir, studies, recipe, manifest, report)
 
 
@@ -143,70 +153,113 @@ def _atlas(out: Path, corpus: Path, plan: DemoPlan) -> Any:
     return build_atlas(corpus, folder, embedder="pixels", k=plan.k, seed=plan.seed, workers=plan.parallel)
 
 
-def _searches(out: Path, atlas: Any, plan: DemoPlan, runs: list[tuple[str, str, int]]) -> list[Path]:
+def _searches(out: Path, atlas: Any, plan: DemoPlan, runs: list[tuple[str, str, int]], spec: dict,
+              executor: Any) -> list[Path]:
     """The per-axis studies (4 methods x task/concept) and the joint gp-ucb study, run or resumed."""
-    from mixatlas.executors import make_executor
     from mixatlas.objectives.base import Target
     from mixatlas.objectives.registry import build_objective
     from mixatlas.search.loop import run_search
     from mixatlas.search.study import Study
     from mixatlas.space import MixtureSpace
 
-    spec = {"kind": "proxy", "config": plan.proxy, "atlas": str(atlas.dir)}
     objective = build_objective(spec)
     meta = {"atlas": str(atlas.dir), "atlas_fingerprint": atlas.fingerprint,
             "centroids_fingerprint": atlas.centroids_fingerprint, "demo": True}
     paths = []
-    with make_executor("local", parallel=plan.parallel, folder=out / "studies") as executor:
-        for axis, method, budget in runs:
-            path = study_path(out, axis, method)
-            paths.append(path)
-            if path.exists():
-                study = Study.open(path)
-            else:
-                space = MixtureSpace.from_atlas(atlas, mode=axis, planned_samples=plan.manifest_samples,
-                                                max_epochs=plan.max_epochs)
-                study = Study.create(path, space=space, objective_spec=spec,
-                                     target=Target.parse(TARGET, minimize=True), method=method,
-                                     budget=budget, seed=plan.seed, meta=meta)
-            try:
-                if study.count("done") >= study.budget:
-                    console.print(f"  {axis}-{method}: done already")
-                    continue
-                console.print(f"  {axis} axis, {method}: {study.budget} proxy runs")
-                run_search(study, objective, executor, parallel=plan.parallel)
-            finally:
-                study.close()
+    for axis, method, budget in runs:
+        path = study_path(out, axis, method)
+        paths.append(path)
+        if path.exists():
+            study = Study.open(path)
+        else:
+            space = MixtureSpace.from_atlas(atlas, mode=axis, planned_samples=plan.manifest_samples,
+                                            max_epochs=plan.max_epochs)
+            study = Study.create(path, space=space, objective_spec=spec,
+                                 target=Target.parse(TARGET, minimize=True), method=method,
+                                 budget=budget, seed=plan.seed, meta=meta)
+        try:
+            if study.count("done") >= study.budget:
+                console.print(f"  {axis}-{method}: done already")
+                continue
+            console.print(f"  {axis} axis, {method}: {study.budget} proxy runs")
+            run_search(study, objective, executor, parallel=plan.parallel)
+        finally:
+            study.close()
     return paths
 
 
-def _recipe(out: Path, studies: list[Path]) -> tuple[Path, dict[str, Any]]:
-    """One recipe per gp-ucb study (baselines: the same axis's other methods; for the joint search every
-    per-axis baseline); the best by its score (observed, else predicted) becomes recipe.yaml."""
-    from mixatlas.recipe import Recipe, recipe_from_study
+def _final_evaluation(out: Path, studies: list[Path], plan: DemoPlan, spec: dict,
+                      executor: Any) -> dict[str, list[float]]:
+    """Target values of each study's recommended mixture re-trained at seeds FINAL_SEED + r.
 
-    final = out / "recipe.yaml"
-    per_axis: dict[str, Any] = {}
+    A study's best trial is the minimum of noisy runs, which favours methods that evaluate more points
+    (and the uniform baseline, whose runs are replicates); re-training every recommendation at the same
+    fresh seeds compares the mixtures themselves. Results accumulate in OUT/final_eval.json (resumable).
+    """
+    from mixatlas.cli.console import progress
+    from mixatlas.errors import MixAtlasError
+    from mixatlas.objectives.base import Target
+    from mixatlas.objectives.registry import build_objective
+    from mixatlas.search.loop import run_trial
+    from mixatlas.search.study import Study
+
+    record = out / "final_eval.json"
+    values: dict[str, dict[str, float]] = json.loads(record.read_text()) if record.is_file() else {}
+    objective, target = build_objective(spec), Target.parse(TARGET, minimize=True)
+    pending = {}
+    for path in studies:
+        name = path.parent.name
+        missing = [r for r in range(plan.final_seeds) if str(r) not in values.get(name, {})]
+        if not missing:
+            continue
+        study = Study.open(path)
+        try:
+            _, mixture, _ = study.recommend()
+        finally:
+            study.close()
+        for r in missing:
+            folder = out / "final" / name / f"seed-{r}"
+            handle = executor.submit(run_trial, objective, mixture.to_dict(), r, str(folder),
+                                     FINAL_SEED + r, None)
+            pending[handle] = (name, r)
+    if not pending:
+        console.print("  done already")
+    with progress(transient=True) as bar:
+        task = bar.add_task("re-training recommendations", total=len(pending))
+        while pending:
+            for handle in executor.wait(list(pending), timeout=1.0):
+                name, r = pending.pop(handle)
+                outcome = executor.result(handle)
+                if not outcome["ok"]:
+                    raise MixAtlasError(f"final evaluation of {name} at seed {r}: {outcome['error']}; rerun")
+                values.setdefault(name, {})[str(r)] = target.value(outcome["result"]["metrics"])
+                record.write_text(json.dumps(values, indent=1))
+                bar.advance(task)
+    return {name: [by_seed[str(r)] for r in range(plan.final_seeds)] for name, by_seed in values.items()}
+
+
+def _recipe(out: Path, studies: list[Path], final: dict[str, list[float]]) -> Path:
+    """One recipe per gp-ucb study (baselines: the same axis's other methods; for the joint search every
+    per-axis baseline); the one with the best re-evaluated mean becomes recipe.yaml."""
+    from mixatlas.recipe import recipe_from_study
+
+    chosen = out / "recipe.yaml"
     made = False
     for path in studies:
         axis, method = path.parent.name.split("-", 1)
-        if method != "gp-ucb":
-            continue
         target = out / "recipes" / f"{axis}.yaml"
-        if target.is_file():
-            per_axis[axis] = Recipe.load(target)
+        if method != "gp-ucb" or target.is_file():
             continue
         baselines = [p for p in studies if p.parent.name.split("-", 1)[0] == axis and p != path]
-        per_axis[axis] = recipe_from_study(path, baselines=baselines or [
-            p for p in studies if not p.parent.name.endswith("gp-ucb")])
-        per_axis[axis].save(target)
+        recipe_from_study(path, baselines=baselines or [
+            p for p in studies if not p.parent.name.endswith("gp-ucb")]).save(target)
         made = True
-    if made or not final.is_file():
-        best_axis = min(per_axis, key=lambda a: per_axis[a].score()[0])
-        per_axis[best_axis].save(final)
+    if made or not chosen.is_file():
+        best = min((name for name in final if name.endswith("-gp-ucb")), key=lambda n: np.mean(final[n]))
+        shutil.copyfile(out / "recipes" / f"{best.split('-', 1)[0]}.yaml", chosen)
     else:
         console.print("  done already")
-    return final, per_axis
+    return chosen
 
 
 def _materialize(out: Path, atlas: Any, recipe: Path, plan: DemoPlan) -> Path:
@@ -250,22 +303,33 @@ def seed_noise_sd(studies: list[Path]) -> float | None:
     return (sum_sq / dof) ** 0.5 if dof else None
 
 
-def _gain_row(recipe: Any, noise: float | None) -> tuple[str, str, str] | None:
-    """(recipe score, best baseline, gain ± sd) cells; the sd adds the seed noise of each observed value
-    and the GP sd of a predicted one."""
-    score, gain = recipe.score(), recipe.gain_over_best_baseline()
-    if score is None or gain is None:
-        return None
-    delta, gp_sd, baseline = gain
-    own_var = (noise or 0.0) ** 2 if recipe.observation is not None else (gp_sd or 0.0) ** 2
-    sd = (own_var + (noise or 0.0) ** 2) ** 0.5
-    return (f"{score[0]:.4f}", f"{baseline.value:.4f} ({baseline.method}, {baseline.mode})",
-            f"{delta:+.4f} ± {sd:.4f}")
+def gains(final: dict[str, list[float]],
+          noise_sd: float | None) -> list[tuple[str, str, float, float | None]]:
+    """(axis, best baseline, gain, sd) of each gp-ucb study over the best baseline re-evaluated alongside.
+
+    Baselines are the same axis's other methods (all per-axis baselines for the joint search). gain =
+    baseline mean - gp-ucb mean (positive = gp-ucb better); sd = noise_sd * sqrt(2 / seeds), each mean
+    being an average of `seeds` runs with the seed-to-seed sd of the uniform replicates.
+    """
+    rows = []
+    for name in final:
+        axis, method = name.split("-", 1)
+        if method != "gp-ucb":
+            continue
+        pool = [n for n in final if n.startswith(f"{axis}-") and n != name] or [
+            n for n in final if not n.endswith("-gp-ucb")]
+        if not pool:
+            continue
+        best = min(pool, key=lambda n: np.mean(final[n]))
+        sd = None if noise_sd is None else noise_sd * (2.0 / len(final[name])) ** 0.5
+        rows.append((axis, best, float(np.mean(final[best]) - np.mean(final[name])), sd))
+    return rows
 
 
-def _summary(recipe_path: Path, per_axis: dict[str, Any], studies: list[Path], manifest: Path,
+def _summary(recipe_path: Path, studies: list[Path], final: dict[str, list[float]], manifest: Path,
              report: Path, elapsed_s: float) -> None:
-    """The last lines: the recipe, gp-ucb against the best baseline per axis, and where things are."""
+    """The last lines: the recipe, re-evaluated scores, gp-ucb's gain over the best baseline per axis, and
+    where everything is."""
     from rich.table import Table
 
     from mixatlas.recipe import Recipe
@@ -274,15 +338,21 @@ def _summary(recipe_path: Path, per_axis: dict[str, Any], studies: list[Path], m
     noise = seed_noise_sd(studies)
     console.rule("what the demo found")
     recipe.show(console)
-    noise_txt = "" if noise is None else f"; seed noise sd {noise:.4f} from the uniform replicates"
-    table = Table(title=f"gp-ucb vs. the best baseline at equal budget ({TARGET}, lower is better; gain > 0 "
-                        f"= gp-ucb better{noise_txt})", title_justify="left")
-    for col in ("axis", "gp-ucb recipe", "best baseline", "gain ± sd"):
+    seeds = len(next(iter(final.values())))
+    scores = Table(title=f"recommendations re-trained at {seeds} fresh seed(s) ({TARGET}, lower is better)",
+                   title_justify="left")
+    for col in ("study", "mean", "runs"):
+        scores.add_column(col)
+    for name, values in sorted(final.items(), key=lambda item: np.mean(item[1])):
+        scores.add_row(name, f"{np.mean(values):.4f}", " ".join(f"{v:.4f}" for v in values))
+    console.print(scores)
+    noise_txt = "" if noise is None else f"; sd from the seed noise {noise:.4f} of the uniform replicates"
+    table = Table(title=f"gain of gp-ucb over the best baseline (> 0: gp-ucb better{noise_txt})",
+                  title_justify="left")
+    for col in ("axis", "best baseline", "gain ± sd"):
         table.add_column(col)
-    for axis, r in per_axis.items():
-        row = _gain_row(r, noise)
-        if row is not None:
-            table.add_row(axis, *row)
+    for axis, baseline, gain, sd in gains(final, noise):
+        table.add_row(axis, baseline, f"{gain:+.4f}" + ("" if sd is None else f" ± {sd:.4f}"))
     console.print(table)
     console.print(f"finished in {elapsed_s / 60:.1f} min")
     console.print(f"recipe:   {recipe_path} (from the {recipe.provenance.get('mode')} axis)", soft_wrap=True)

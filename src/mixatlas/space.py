@@ -300,6 +300,13 @@ class MixtureSpace:
             pos = s > 0
             lower[i] = np.max(lo[pos] / s[pos]) if pos.any() else 0.0
             upper[i] = min(1.0, np.min(up[pos] / s[pos])) if pos.any() else 0.0
+            if lower[i] > upper[i] + FEASIBLE_TOL:
+                line = self.tasks[i] if axis == 0 else self.concepts[i]
+                raise MixAtlasError(
+                    f"{self.mode} mode: the cell bounds inside {line!r} conflict (with the fixed"
+                    f" {self.within} split they need its weight >= {lower[i]:.4g} and <= {upper[i]:.4g});"
+                    " loosen the bounds, use within=uniform or the joint mode"
+                )
         return lower, np.maximum(upper, lower)
 
     def _find_anchor(self) -> np.ndarray:
@@ -412,17 +419,20 @@ class MixtureSpace:
             return p[:, :, None] * self._within_split()[None]
         return p[:, :k, None] * p[:, None, k:]
 
-    def params_gradient(self, params_d: np.ndarray, grad_kt: np.ndarray) -> np.ndarray:
-        """(d,) gradient w.r.t. the parameters of a function whose gradient w.r.t. the cell matrix at
-        `params_d` is `grad_kt` (k, T) (the chain rule through :meth:`cell_weights`)."""
-        p = np.asarray(params_d, dtype=np.float64)
+    def params_gradient(self, params_nd: np.ndarray, grad_nkt: np.ndarray) -> np.ndarray:
+        """(n, d) gradients w.r.t. the parameters of a function whose gradients w.r.t. the cell matrices
+        at `params_nd` (n, d) are `grad_nkt` (n, k, T): the chain rule through :meth:`cell_weights`."""
+        p = np.atleast_2d(np.asarray(params_nd, dtype=np.float64))
+        g = np.asarray(grad_nkt, dtype=np.float64).reshape(len(p), self.k, self.n_tasks)
         if self.mode == "joint":
-            return grad_kt.ravel().copy()
+            return g.reshape(len(p), -1).copy()
         if self.mode == "task":
-            return (grad_kt * self._within_split()).sum(axis=0)
+            return (g * self._within_split()[None]).sum(axis=1)
         if self.mode == "concept":
-            return (grad_kt * self._within_split()).sum(axis=1)
-        return np.concatenate([grad_kt @ p[self.k :], grad_kt.T @ p[: self.k]])
+            return (g * self._within_split()[None]).sum(axis=2)
+        return np.concatenate(
+            [np.einsum("nkt,nt->nk", g, p[:, self.k :]), np.einsum("nkt,nk->nt", g, p[:, : self.k])], axis=1
+        )
 
     def to_mixture(self, params_d: np.ndarray) -> Mixture:
         """The k x T mixture of one parameter vector (d,)."""
@@ -456,7 +466,7 @@ class MixtureSpace:
         ok = np.all(np.isfinite(p), axis=1) & np.all(p >= -FEASIBLE_TOL, axis=1)
         for block in self.simplex_blocks:
             ok &= np.abs(p[:, block].sum(axis=1) - 1.0) <= FEASIBLE_TOL
-        w = self.cell_weights(np.nan_to_num(p)).reshape(len(p), -1)
+        w = self.cell_weights(np.nan_to_num(p)).reshape(len(p), self.k * self.n_tasks)
         ok &= np.all(w >= self.lower_kt.ravel() - FEASIBLE_TOL, axis=1)
         ok &= np.all(w <= self.upper_kt.ravel() + FEASIBLE_TOL, axis=1)
         ok &= np.all(p >= self._param_lower - FEASIBLE_TOL, axis=1)

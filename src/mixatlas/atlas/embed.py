@@ -22,8 +22,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
-COLOUR_WEIGHT = 2.0
-FRAME_WEIGHT = 2.0
+BLOCK_WEIGHTS = {"colour": 2.0, "frame": 2.0, "edges": 1.0, "layout": 1.0, "global": 0.5}
 FRAME_PX = 4
 DOMINANCE_POWER = 1.5
 CLIP_OPTIONS = ("bf16", "cpu")
@@ -129,10 +128,10 @@ class PixelDescriptor:
         distinct = len(np.unique(np.round(rgb * 7).reshape(-1, 3) @ np.array([64, 8, 1])))
         global_stats = np.array([(grey > 0.92).mean(), (grey < 0.08).mean(), (chroma > 0.3).mean(),
                                  np.log1p(distinct) / np.log1p(512)])
-        parts = [(colour, COLOUR_WEIGHT), (background, FRAME_WEIGHT), (edge_stats, 1.0), (layout, 1.0),
-                 (global_stats, 0.5)]
-        vector = np.concatenate([weight * part / max(float(np.linalg.norm(part)), 1e-9)
-                                 for part, weight in parts])
+        parts = {"colour": colour, "frame": background, "edges": edge_stats, "layout": layout,
+                 "global": global_stats}
+        vector = np.concatenate([BLOCK_WEIGHTS[name] * part / max(float(np.linalg.norm(part)), 1e-9)
+                                 for name, part in parts.items()])
         return (vector / max(float(np.linalg.norm(vector)), 1e-9)).astype(np.float32)
 
     @staticmethod

@@ -28,7 +28,7 @@ _DATA = Path("shared") / "data" / "public-mixture-runs"
 FAMILIES = ("5Mix", "RedPajama", "3Mix", "2Mix")
 AVERAGE_METRIC = "valid_avg"
 _RUN = re.compile(r"^(?:.*_)?(\d+)-([0-9.]+(?:-[0-9.]+)+)$")
-_DOMAIN = re.compile(r"pythia-pile\.valid\.(.+)\.bin$")
+_DOMAIN = re.compile(r"^pythia-pile\.valid\.(.+)\.bin$")
 
 # Public pool problems of the benchmark: name -> (loader kwargs); every one has >= 15 trained mixtures.
 PUBLIC_PROBLEMS: dict[str, dict] = {
@@ -66,7 +66,7 @@ def read_mixinglaws(path: Path) -> dict[tuple[str, str, str], list[float]]:
         if len(parts) != 3:
             raise MixAtlasError(f"{path}:{number}: expected 'CKPT_PATH VALID_BIN_PATH LOSS'")
         ckpt = [p for p in parts[0].split("/") if p]
-        domain = _DOMAIN.search(parts[1])
+        domain = _DOMAIN.match(parts[1].rsplit("/", 1)[-1])
         if len(ckpt) < 2 or domain is None:
             raise MixAtlasError(f"{path}:{number}: cannot read the run folder, step or validation domain")
         try:
