@@ -322,22 +322,22 @@ class MixtureSpace:
                 )
         if self.mode != "factored":
             return self._project_linear(self._natural_raw()[None])[0]
-        starts = np.stack([self._natural_raw(), self._uniform_raw()])
+        draws = self._dirichlet(256, np.random.default_rng(0), 1.0)
+        starts = np.concatenate([self._natural_raw()[None], self._uniform_raw()[None], draws])
         repaired, ok = self._factor_step(starts)
         if ok.any():
             return repaired[int(np.argmax(ok))]
-        starts = self._factored_feasibility_search()
-        repaired, ok = self._factor_step(starts)
-        if ok.any():
-            return repaired[int(np.argmax(ok))]
+        found = self._factored_feasibility_search()
+        if found is not None:
+            return found
         raise MixAtlasError(
             "factored space constraints are infeasible (no outer product of concept and task weights meets"
             " the cell bounds/caps); use the joint mode or loosen the bounds"
         )
 
-    def _factored_feasibility_search(self) -> np.ndarray:
-        """(3, d) starts for the factored repair step: minimizers (SLSQP on the two simplices) of the
-        squared cell-bound violation of the outer product, from the natural, uniform and a random point."""
+    def _factored_feasibility_search(self) -> np.ndarray | None:
+        """A feasible factored point found by SLSQP minimizing the squared cell-bound violation of the
+        outer product (from the natural, uniform, then a random start), then repaired; or None."""
         from scipy.optimize import minimize
 
         k, lower, upper = self.k, self.lower_kt.ravel(), self.upper_kt.ravel()
@@ -349,7 +349,6 @@ class MixtureSpace:
             )
 
         random_start = self._dirichlet(1, np.random.default_rng(0), 1.0)[0]
-        found = []
         for start in (self._natural_raw(), self._uniform_raw(), random_start):
             result = minimize(
                 violation,
@@ -362,8 +361,10 @@ class MixtureSpace:
                 ],
                 options={"maxiter": 500, "ftol": 1e-16},
             )
-            found.append(np.clip(result.x, 0.0, 1.0))
-        return np.stack(found)
+            repaired, ok = self._factor_step(np.clip(result.x, 0.0, 1.0)[None])
+            if ok[0]:
+                return repaired[0]
+        return None
 
     def _check_candidates(self, candidates: np.ndarray) -> np.ndarray:
         pool = np.atleast_2d(np.asarray(candidates, dtype=np.float64))
@@ -495,13 +496,14 @@ class MixtureSpace:
         return project_box_simplex(y_nd, self._param_lower, self._param_upper)
 
     def _factor_step(self, p_nd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Factored mode, one repair step per row: put the task weights on their simplex box, then
+        """Factored mode, one repair step per row: put both factors on their simplex boxes, then
         project the concept weights onto the box the cell bounds imply given the task weights (or the
         other way round when that box is empty). Returns (params (n, d), ok (n,))."""
         k, lower, upper = self.k, self._param_lower, self._param_upper
         a = project_box_simplex(p_nd[:, :k], lower[:k], upper[:k])
         b = project_box_simplex(p_nd[:, k:], lower[k:], upper[k:])
-        out, ok = np.concatenate([a, b], axis=1), np.zeros(len(p_nd), dtype=bool)
+        out = np.concatenate([a, b], axis=1)
+        ok = self.feasible_mask(out)
         for first in ("concept", "task"):
             todo = ~ok
             if not todo.any():
@@ -534,7 +536,9 @@ class MixtureSpace:
         if self.mode != "factored":
             return self._project_linear(p)
         out, done = np.repeat(self._anchor[None], len(p), axis=0), np.zeros(len(p), dtype=bool)
-        for lam in (0.0, 0.1, 0.3, 0.6, 0.9):
+        # Under tight caps the factored feasible set is a thin sliver: move towards the known feasible
+        # point until the repair succeeds (finely near it, so points keep their own direction).
+        for lam in (0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995):
             todo = np.flatnonzero(~done)
             if not len(todo):
                 break

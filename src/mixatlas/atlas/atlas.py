@@ -280,7 +280,10 @@ def _prepare_images(prepare: Callable, refs: Sequence[str | None]) -> tuple[list
 
 @dataclass
 class _Chunk:
+    """Consecutive samples of one shard; `first` is the read position of `samples[0]`."""
+
     shard: int
+    first: int
     samples: list = field(default_factory=list)
 
 
@@ -305,38 +308,73 @@ def _bar(show: bool, description: str, total: int | None = None) -> Iterator[Cal
         yield lambda n: bar.advance(task, n)
 
 
-def _where(sample: Any, corpus: Path) -> tuple[str, Any]:
-    return (sample.shard or str(corpus)), sample.offset
+class _OrderedRejects:
+    """Hands rejects to a `Rejects` list in corpus order.
+
+    The reader reports a malformed record as it reads ahead, while an image failure is known only after
+    its batch is decoded; each is queued under its read position (samples read before it) and released
+    once the pass has reached it, so rejects.jsonl and `--strict`'s first error follow the corpus order.
+    Passed to the reader as its `rejects`.
+    """
+
+    def __init__(self, rejects: Any) -> None:
+        self.rejects = rejects
+        self.position = 0  # samples the reader has yielded so far
+        self._pending: list[tuple[int, int, str, Any, str]] = []
+        self._sequence = 0
+
+    @property
+    def count(self) -> int:
+        return int(self.rejects.count) + len(self._pending)
+
+    def add(self, file: str | Path, where: Any, reason: str) -> None:
+        """The reader's call: a reject just before the sample at the current read position."""
+        self.queue(self.position, str(file), where, reason)
+
+    def queue(self, position: int, file: str, where: Any, reason: str) -> None:
+        heapq.heappush(self._pending, (position, self._sequence, file, where, reason))
+        self._sequence += 1
+
+    def release(self, upto: int | None = None) -> None:
+        """Write every queued reject at read position <= `upto` (all when None); strict lists raise here."""
+        while self._pending and (upto is None or self._pending[0][0] <= upto):
+            _, _, file, where, reason = heapq.heappop(self._pending)
+            self.rejects.add(file, where, reason)
 
 
 class _EmbeddingPass:
     """One streaming pass over the corpus that fills an EmbeddingCache and the rejects list."""
 
-    def __init__(self, corpus: Path, cache: EmbeddingCache, embedder: Embedder, typer: Any, rejects: Any,
-                 batch_size: int, show: bool) -> None:
+    def __init__(self, corpus: Path, cache: EmbeddingCache, embedder: Embedder, typer: Any,
+                 rejects: _OrderedRejects, batch_size: int, show: bool) -> None:
         self.corpus, self.cache, self.embedder, self.typer = corpus, cache, embedder, typer
         self.rejects, self.batch_size, self.show = rejects, max(1, batch_size), show
-        self.n_read = 0
+
+    @property
+    def n_read(self) -> int:
+        return self.rejects.position
 
     def chunks(self, samples: Iterator, advance: Callable[[int], None]) -> Iterator[_Chunk]:
         """Group samples into per-shard chunks; samples of finished shards are skipped (their stored image
-        rejects are replayed into the rejects list)."""
+        rejects are queued again)."""
         chunk: _Chunk | None = None
         replayed: set[int] = set()
         for sample in samples:
-            shard = self.n_read // self.cache.shard_size
-            self.n_read += 1
+            position = self.rejects.position
+            self.rejects.position += 1
+            shard = position // self.cache.shard_size
             if self.cache.is_done(shard):
                 if shard not in replayed:
                     replayed.add(shard)
                     for reject in self.cache.image_rejects(shard):
-                        self.rejects.add(reject["file"], reject["where"], reject["reason"])
+                        self.rejects.queue(reject["position"], reject["file"], reject["where"],
+                                           reject["reason"])
                 advance(1)
                 continue
             if chunk is not None and (chunk.shard != shard or len(chunk.samples) >= self.batch_size):
                 yield chunk
                 chunk = None
-            chunk = chunk or _Chunk(shard)
+            chunk = chunk or _Chunk(shard, position)
             chunk.samples.append(sample)
         if chunk is not None:
             yield chunk
@@ -366,28 +404,33 @@ class _EmbeddingPass:
                     self.flush(buffer)
                     buffer = None
                 buffer = buffer or _ShardBuffer(chunk.shard)
-                for position, reason in errors:
-                    self.reject(buffer, chunk.samples[position], reason)
+                for index, reason in errors:
+                    self.reject(buffer, chunk, index, reason)
                 if ok:
-                    self.accept(buffer, [chunk.samples[p] for p in ok], self.embedder.encode(arrays))
+                    self.accept(buffer, chunk, ok, self.embedder.encode(arrays))
+                self.rejects.release(upto=chunk.first + len(chunk.samples) - 1)
                 advance(len(chunk.samples))
         if buffer is not None:
             self.flush(buffer)
+        self.rejects.release()
 
-    def reject(self, buffer: _ShardBuffer, sample: Any, reason: str) -> None:
-        file, where = _where(sample, self.corpus)
-        buffer.rejects.append({"file": file, "where": where, "reason": reason})
-        self.rejects.add(file, where, reason)
+    def reject(self, buffer: _ShardBuffer, chunk: _Chunk, index: int, reason: str) -> None:
+        sample = chunk.samples[index]
+        file, where = (sample.shard or str(self.corpus)), sample.offset
+        buffer.rejects.append({"position": chunk.first + index, "file": file, "where": where,
+                               "reason": reason})
+        self.rejects.queue(chunk.first + index, file, where, reason)
 
-    def accept(self, buffer: _ShardBuffer, samples: list, emb_nd: np.ndarray) -> None:
+    def accept(self, buffer: _ShardBuffer, chunk: _Chunk, ok: list[int], emb_nd: np.ndarray) -> None:
         keep = []
-        for position, sample in enumerate(samples):
+        for row, index in enumerate(ok):
+            sample = chunk.samples[index]
             try:
                 task = self.typer.task_of(sample)
             except MixAtlasError as exc:
-                self.reject(buffer, sample, str(exc))
+                self.reject(buffer, chunk, index, f"task: {exc}")
                 continue
-            keep.append(position)
+            keep.append(row)
             for column, value in (("id", sample.id), ("source", sample.source), ("image", sample.image),
                                   ("task", task), ("shard", sample.shard), ("offset", int(sample.offset)),
                                   ("conversations", json.dumps(sample.conversations, ensure_ascii=False))):
@@ -405,17 +448,23 @@ def _embed_corpus(corpus: Path, fmt: str, source_field: str | None, cache: Embed
     """Fill `cache` from the corpus (resuming finished shards); returns the number of samples read."""
     from mixatlas.corpus import read_corpus
 
-    embedding_pass = _EmbeddingPass(corpus, cache, embedder, typer, rejects, batch_size, show)
-    samples = read_corpus(corpus, fmt, source_field=source_field, rejects=rejects)
+    ordered = _OrderedRejects(rejects)
+    embedding_pass = _EmbeddingPass(corpus, cache, embedder, typer, ordered, batch_size, show)
+    samples = read_corpus(corpus, fmt, source_field=source_field, rejects=ordered)
     cache.mark_complete(False)
-    if workers <= 0:
-        embedding_pass.run(samples, None, 1)
-    else:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver"))
-        try:
-            embedding_pass.run(samples, pool, window=2 * workers + 1)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+    try:
+        if workers <= 0:
+            embedding_pass.run(samples, None, 1)
+        else:
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver"))
+            try:
+                embedding_pass.run(samples, pool, window=2 * workers + 1)
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+    except MixAtlasError:
+        if not rejects.strict:  # an empty corpus, say: still list the rejects that explain it
+            ordered.release()
+        raise
     cache.mark_complete(True)
     return embedding_pass.n_read
 

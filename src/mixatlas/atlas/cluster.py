@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -17,9 +18,10 @@ from mixatlas.errors import MixAtlasError
 # faiss trains on at most this many points per centroid (a seeded subsample), then assigns every point.
 TRAIN_POINTS_PER_CENTROID = 4096
 KMEANS_ITERATIONS = 20
-KMEANS_RESTARTS = 8
+KMEANS_RESTARTS = 5
 # k-means++ seeds are drawn from this many rows (seeding the whole training set costs more than Lloyd).
 SEEDING_SAMPLE = 4096
+SINGLE_THREAD_MAX_N = 20_000
 # scikit-learn: exact Lloyd up to this many points, MiniBatchKMeans above.
 SKLEARN_FULL_MAX_N = 50_000
 SILHOUETTE_SAMPLE = 4000
@@ -90,24 +92,40 @@ def kmeans_faiss(x_nd: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.nd
     at most k * TRAIN_POINTS_PER_CENTROID rows; every row is then assigned. Returns (labels_n, centroids_kd).
     """
     import faiss
-    from sklearn.cluster import kmeans_plusplus
 
     x = normalize_rows(x_nd)
     _check_k(len(x), k)
     limit = k * TRAIN_POINTS_PER_CENTROID
     rng = np.random.default_rng(seed)
     train = x if len(x) <= limit else x[np.sort(rng.choice(len(x), limit, replace=False))]
-    best_objective, best_model = np.inf, None
+    threads = faiss.omp_get_max_threads()
+    if len(train) < SINGLE_THREAD_MAX_N:
+        faiss.omp_set_num_threads(1)  # thread start-up costs more than small problems' arithmetic
+    try:
+        best_model = _best_faiss_run(train, k, seed, rng)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    _, nearest = best_model.index.search(x, 1)
+    return canonical_order(nearest[:, 0].astype(np.int32), best_model.centroids)
+
+
+def _best_faiss_run(train: np.ndarray, k: int, seed: int, rng: np.random.Generator) -> Any:
+    """The faiss.Kmeans, of KMEANS_RESTARTS k-means++-seeded runs on unit rows, with the best objective."""
+    import faiss
+    from sklearn.cluster import kmeans_plusplus
+
+    best_similarity, best_model = -np.inf, None
     for restart in range(KMEANS_RESTARTS):
         seeding = train[rng.choice(len(train), min(len(train), SEEDING_SAMPLE), replace=False)]
         init, _ = kmeans_plusplus(seeding, k, random_state=seed + restart)
-        model = faiss.Kmeans(x.shape[1], k, niter=KMEANS_ITERATIONS, seed=seed + restart, spherical=True,
+        model = faiss.Kmeans(train.shape[1], k, niter=KMEANS_ITERATIONS, seed=seed + restart, spherical=True,
                              max_points_per_centroid=TRAIN_POINTS_PER_CENTROID, min_points_per_centroid=1)
-        objective = model.train(train, init_centroids=init)  # sum of squared distances: lower is better
-        if objective < best_objective:
-            best_objective, best_model = objective, model
-    _, nearest = best_model.index.search(x, 1)
-    return canonical_order(nearest[:, 0].astype(np.int32), best_model.centroids)
+        model.train(train, init_centroids=init)
+        # On the unit sphere, maximal total cosine to the nearest centroid = minimal squared error.
+        similarity = float((train @ model.centroids.T).max(axis=1).sum())
+        if similarity > best_similarity:
+            best_similarity, best_model = similarity, model
+    return best_model
 
 
 def kmeans_sklearn(x_nd: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

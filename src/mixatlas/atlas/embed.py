@@ -22,9 +22,9 @@ if TYPE_CHECKING:
     from PIL import Image
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
-BLOCK_WEIGHTS = {"colour": 2.0, "frame": 2.0, "edges": 1.0, "layout": 1.0, "global": 0.5}
+# Weights of the descriptor blocks (each block is L2-normalized first).
+BLOCK_WEIGHTS = {"colour": 1.0, "frame": 1.0, "edges": 1.0, "layout": 1.0, "global": 0.5}
 FRAME_PX = 4
-DOMINANCE_POWER = 1.5
 CLIP_OPTIONS = ("bf16", "cpu")
 
 
@@ -118,10 +118,10 @@ class PixelDescriptor:
         rgb = np.asarray(thumb, dtype=np.float64) / 255.0  # (side, side, 3)
         lab = opponent(rgb)
         grey = lab[..., 0]
-        colour = soft_colour_histogram(lab.reshape(-1, 3)) ** DOMINANCE_POWER
+        colour = soft_colour_histogram(lab.reshape(-1, 3))
         frame = np.ones(grey.shape, bool)
         frame[FRAME_PX:-FRAME_PX, FRAME_PX:-FRAME_PX] = False
-        background = soft_colour_histogram(lab[frame]) ** DOMINANCE_POWER
+        background = soft_colour_histogram(lab[frame])
         edge_stats, edge = self._edges(grey)
         layout = self._layout(lab, grey, edge)
         chroma = np.hypot(lab[..., 1], lab[..., 2])
@@ -165,7 +165,8 @@ class PixelDescriptor:
 
         grey_std = np.sqrt(np.maximum(per_cell(grey[..., None] ** 2) - per_cell(grey[..., None]) ** 2, 0.0))
         colour = per_cell(lab) * np.array([1.0, 3.0, 3.0])
-        return np.concatenate([colour, grey_std, per_cell(edge[..., None].astype(np.float64))], axis=1).T.ravel()
+        edge_density = per_cell(edge[..., None].astype(np.float64))
+        return np.concatenate([colour, grey_std, edge_density], axis=1).T.ravel()
 
 
 class PixelEmbedder(Embedder):

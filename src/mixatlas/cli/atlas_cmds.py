@@ -47,9 +47,10 @@ def _read_prompts(path: Path | None) -> list[str] | None:
 def _summary(atlas: Atlas, verb: str) -> None:
     rejects = atlas.info["rejects"]
     console.print(f"{verb} [bold]{atlas.dir}[/]: {atlas.info['n_samples']} samples, {atlas.k} concepts x "
-                  f"{len(atlas.tasks)} tasks, embedder {atlas.embedder}")
+                  f"{len(atlas.tasks)} tasks, embedder {atlas.embedder}", soft_wrap=True)
     if rejects:
-        console.print(f"[yellow]{rejects} rejected inputs[/] listed in {atlas.dir / 'rejects.jsonl'}")
+        console.print(f"[yellow]{rejects} rejected inputs[/] listed in {atlas.dir / 'rejects.jsonl'}",
+                      soft_wrap=True)
 
 
 def decompose(

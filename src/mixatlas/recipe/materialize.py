@@ -258,19 +258,19 @@ def manifest_lines(table: pa.Table, concepts: tuple[str, ...]) -> pa.Array:
     """(n,) large_string: the llava JSONL line (with newline) of every atlas row, built vectorized."""
     concept_json = pa.array([json.dumps(c, ensure_ascii=False) for c in concepts], pa.large_string())
     conversations = pc.fill_null(pc.cast(table.column("conversations"), pa.large_string()), "[]")
+
     def text(s: str) -> pa.Scalar:
         return pa.scalar(s, pa.large_string())
 
-    parts = [
+    return pc.binary_join_element_wise(
         text('{"id": '), _json_strings(table.column("id")),
         text(', "image": '), _json_strings(table.column("image")),
         text(', "conversations": '), conversations.combine_chunks(),
         text(', "source": '), _json_strings(table.column("source")),
         text(', "concept": '), concept_json.take(table.column("concept").combine_chunks()),
         text(', "task": '), _json_strings(table.column("task")),
-        text("}\n"),
-    ]
-    return pc.binary_join_element_wise(*parts, _EMPTY)
+        text("}\n"), _EMPTY,
+    )
 
 
 def _array_bytes(arr: pa.Array) -> memoryview:

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mixatlas.errors import MixAtlasError
 from mixatlas.search.base import History, Optimizer, Recommendation
 from mixatlas.search.baselines import best_observed
 from mixatlas.search.design import history_rng, open_candidates, space_filling
@@ -117,8 +118,6 @@ class GPUCB(Optimizer):
         n_pool: int = 6000,
         n_polish: int = 4,
     ) -> None:
-        from mixatlas.errors import MixAtlasError
-
         if beta_schedule not in ("srinivas", "constant"):
             raise MixAtlasError(f"gp-ucb beta_schedule {beta_schedule!r}: choose srinivas or constant")
         self.beta_schedule = beta_schedule
@@ -140,17 +139,19 @@ class GPUCB(Optimizer):
         chosen = space_filling(history, min(n, n_design), rng)
         if len(chosen) == n:
             return chosen
-        surrogate = self._fit(history, fresh=True)
-        pending = [np.atleast_2d(history.pending_params).reshape(-1, history.space.dim), *chosen]
-        surrogate.believe(features(history.space, np.concatenate([np.atleast_2d(p) for p in pending])))
-        used = open_candidates(history.space, history) if history.space.candidates is not None else None
+        space = history.space
+        done = np.atleast_2d(history.done_params).reshape(-1, space.dim)
+        surrogate = fit_surrogate(features(space, done), np.asarray(history.done_utility, dtype=np.float64))
+        pending = [np.atleast_2d(history.pending_params).reshape(-1, space.dim), *chosen]
+        surrogate.believe(features(space, np.concatenate([np.atleast_2d(p) for p in pending])))
+        open_rows = open_candidates(space, history) if space.candidates is not None else None
         while len(chosen) < n:
             t = history.n_started + len(chosen) + 1
-            point = self._maximize(history, surrogate, t, rng, used)
+            point = self._maximize(history, surrogate, t, rng, open_rows)
             chosen.append(point)
-            surrogate.believe(features(history.space, point[None]))
-            if used is not None:
-                used = _drop_row(history.space, used, point)
+            surrogate.believe(features(space, point[None]))
+            if open_rows is not None:
+                open_rows = _drop_row(space, open_rows, point)
         return chosen
 
     def recommend(self, history: History) -> Recommendation:
@@ -173,7 +174,7 @@ class GPUCB(Optimizer):
     def posterior(self, history: History, params_nd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and sd of the utility (its own units) at (n, d) parameters, GP fitted on the
         finished trials only."""
-        surrogate = self._fit(history, fresh=False)
+        surrogate = self._fitted(history)
         mean, sd = surrogate.predict(features(history.space, np.atleast_2d(params_nd)))
         return surrogate.y_mean + surrogate.y_sd * mean, surrogate.y_sd * sd
 
@@ -184,16 +185,13 @@ class GPUCB(Optimizer):
             return self.n_init
         return int(np.clip(round(history.budget / 5), 2, 10))
 
-    def _fit(self, history: History, fresh: bool) -> Surrogate:
-        """Fit (or reuse) the GP on the finished trials; `fresh` returns an unshared copy to fantasize on."""
+    def _fitted(self, history: History) -> Surrogate:
+        """The GP on the finished trials, refitted only when they changed since the last call."""
         x = np.atleast_2d(history.done_params).reshape(-1, history.space.dim)
         y = np.asarray(history.done_utility, dtype=np.float64)
         key = x.tobytes() + y.tobytes()
-        if self._fit_cache is None or self._fit_cache[0] != key or fresh:
-            surrogate = fit_surrogate(features(history.space, x), y)
-            if not fresh:
-                self._fit_cache = (key, surrogate)
-            return surrogate
+        if self._fit_cache is None or self._fit_cache[0] != key:
+            self._fit_cache = (key, fit_surrogate(features(history.space, x), y))
         return self._fit_cache[1]
 
     def _beta(self, t: int, n_points: int) -> float:
