@@ -85,14 +85,22 @@ def build_table_child(cache_dir: str, out_dir: str, queue: multiprocessing.Queue
     from mixatlas.atlas.cluster import kmeans
 
     manifest = json.loads((Path(cache_dir) / "manifest.json").read_text())
-    baseline_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    baseline_mb = peak_rss_mb()
     start = time.perf_counter()
     cache = EmbeddingCache(Path(cache_dir), manifest["key"])
     _, centroids = kmeans(training_sample(cache, KMEANS_MAX_TRAIN, 0), K, 0)
     summary = write_samples_table(cache, centroids, TASKS, Path(out_dir) / "samples.parquet")
     queue.put({"seconds": round(time.perf_counter() - start, 2), "n_samples": summary.n_samples,
-               "baseline_rss_mb": round(baseline_mb), "peak_rss_mb": round(
-                   resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)})
+               "baseline_rss_mb": baseline_mb, "peak_rss_mb": peak_rss_mb()})
+
+
+def peak_rss_mb() -> int:
+    """This process's peak resident memory (VmHWM). Not ru_maxrss: Linux carries that over from the
+    parent across fork + exec, so a spawned child would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def bench_table(n: int, workdir: Path) -> dict:
@@ -148,8 +156,10 @@ def main() -> None:
     try:
         if "kmeans" in selected:
             results["kmeans"] = bench_kmeans(args.n)
+            print("kmeans:", results["kmeans"], file=sys.stderr, flush=True)
         if "table" in selected:
             results["table"] = bench_table(args.n, workdir)
+            print("table:", results["table"], file=sys.stderr, flush=True)
         if "pixels" in selected:
             results["pixels"] = bench_pixels(args.images, workdir)
     finally:

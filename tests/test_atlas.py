@@ -108,11 +108,11 @@ def damage(corpus: Path, every: int = 100) -> tuple[set[int], set[int]]:
     lines = path.read_text().splitlines()
     bad_images = set(range(7, len(lines) + 1, every))
     bad_lines = set(range(40, len(lines) + 1, every))
-    for number in sorted(bad_images):
+    for count, number in enumerate(sorted(bad_images)):
         image = Path(json.loads(lines[number - 1])["image"])
         image = image if image.is_absolute() else corpus / image
         data = image.read_bytes()
-        image.write_bytes(data[: len(data) // 3] if number % 2 else b"not a png at all")
+        image.write_bytes(b"not a png at all" if count % 2 else data[: len(data) // 3])
     for number in bad_lines:
         lines[number - 1] = lines[number - 1][:25]  # a cut-off JSON object
     path.write_text("\n".join(lines) + "\n")
@@ -127,13 +127,12 @@ def test_rejects_list_exactly_the_corrupt_images_and_malformed_lines(tmp_path: P
     rejects = [json.loads(line) for line in (atlas.dir / "rejects.jsonl").read_text().splitlines()]
     assert {reject["where"] for reject in rejects} == bad_images | bad_lines
     assert len(rejects) == atlas.info["rejects"] == 6
+    assert atlas.info["rejects_by_reason"] == {"corrupt image": 3, "malformed JSON": 3}
     assert all(Path(reject["file"]).name == "train.jsonl" for reject in rejects)
-    image_reasons = [r["reason"] for r in rejects if r["where"] in bad_images]
-    assert all(reason.startswith(("corrupt image:", "missing image:")) for reason in image_reasons)
     assert atlas.info["n_samples"] == 300 - 6
     assert set(atlas.table(["offset"]).column("offset").to_pylist()).isdisjoint(bad_images | bad_lines)
 
-    with pytest.raises(MixAtlasError, match=r"train\.jsonl:7: (corrupt|missing) image"):
+    with pytest.raises(MixAtlasError, match=r"train\.jsonl:7: corrupt image"):
         build_atlas(corpus, tmp_path / "strict", k=4, strict=True, workers=0, progress=False)
 
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from mixatlas.atlas import Atlas
-from mixatlas.demo import QUICK
+from mixatlas.demo import QUICK, TARGET
+from mixatlas.objectives.base import Target
 from mixatlas.recipe import Recipe, largest_remainder_counts
 
 CLI = [sys.executable, "-c", "from mixatlas.cli import main; main()"]
@@ -32,7 +33,7 @@ def test_demo_leaves_recipe_manifest_and_report(demo: tuple[Path, str]) -> None:
     out, log = demo
     atlas = Atlas.load(out / "atlas")
     recipe = Recipe.load(out / "recipe.yaml", atlas=atlas)  # made on the demo's own atlas
-    assert recipe.provenance["method"] == "gp-ucb" and recipe.target.spec == "avg/nll"
+    assert recipe.provenance["method"] == "gp-ucb" and recipe.target.spec == Target.parse(TARGET).spec
     assert {b.method for b in recipe.baselines} >= {"regmix", "random", "uniform"}
     rows = [json.loads(line) for line in (out / "manifest" / "manifest.jsonl").read_text().splitlines()]
     assert len(rows) == QUICK.manifest_samples

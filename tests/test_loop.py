@@ -176,3 +176,18 @@ def test_resume_after_sigkill_at_random_points(tmp_path):
     for trial in done:
         metrics = json.loads((Path(trial.trial_dir) / "metrics.json").read_text())["metrics"]
         assert metrics["val/loss"] == trial.value
+
+
+@pytest.mark.parametrize(("rule", "distinct"), [("shared", 1), ("per-trial", 3)])
+def test_trial_seeds_rule(tmp_path: Path, rule: str, distinct: int) -> None:
+    from mixatlas.search.loop import trial_seed
+
+    study = Study.create(
+        tmp_path / "s.db", space=_space(), objective_spec={"kind": "callable", "function": "x:y"},
+        target=Target.parse("val/loss", minimize=True), method="random", budget=3, seed=11,
+        meta={"trial_seeds": rule},
+    )
+    trials = [study.add_trial(_space().sample(1, np.random.default_rng(i))[0]) for i in range(3)]
+    seeds = {trial_seed(study, t) for t in trials}
+    assert len(seeds) == distinct
+    assert (seeds == {11}) == (rule == "shared")

@@ -177,8 +177,10 @@ class EmbeddingCache:
     """ATLAS/embeddings/: one (n_s, d) float32 .npy, one rows table and one rejects list per shard.
 
     Shard s holds the samples the reader yielded at positions [s * shard_size, (s + 1) * shard_size),
-    minus those whose image failed. `key` (corpus fingerprint, embedder, task rules, shard size...) must
-    match the manifest's for finished shards to be reused; otherwise the cache starts empty.
+    minus those rejected there (no image, a missing or corrupt one); those rejects are kept with the shard so
+    a resumed pass can list them again without decoding. `key` (corpus fingerprint, embedder, task rules,
+    shard size...) must match the manifest's for finished shards to be reused; otherwise the cache starts
+    empty.
     """
 
     def __init__(self, root: Path, key: dict) -> None:
@@ -211,7 +213,7 @@ class EmbeddingCache:
     def size(self, index: int) -> int:
         return int(self.shards[str(index)]["n"])
 
-    def write(self, index: int, emb_nd: np.ndarray, rows: dict[str, list], image_rejects: list[dict]) -> None:
+    def write(self, index: int, emb_nd: np.ndarray, rows: dict[str, list], rejects: list[dict]) -> None:
         """Store one finished shard atomically (files first, manifest last)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -226,9 +228,9 @@ class EmbeddingCache:
         pq.write_table(pa.table(rows, schema=_row_schema()), tmp)
         os.replace(tmp, self._path(index, ".rows.parquet"))
         tmp = self._path(index, ".rejects.tmp")
-        tmp.write_text("".join(json.dumps(reject) + "\n" for reject in image_rejects))
+        tmp.write_text("".join(json.dumps(reject) + "\n" for reject in rejects))
         os.replace(tmp, self._path(index, ".rejects.jsonl"))
-        self.shards[str(index)] = {"n": len(emb), "rejects": len(image_rejects)}
+        self.shards[str(index)] = {"n": len(emb), "rejects": len(rejects)}
         self._save_manifest()
 
     def embeddings(self, index: int) -> np.ndarray:
@@ -241,7 +243,8 @@ class EmbeddingCache:
 
         return pq.read_table(self._path(index, ".rows.parquet"))
 
-    def image_rejects(self, index: int) -> list[dict]:
+    def rejects(self, index: int) -> list[dict]:
+        """The shard's rejects: {"position" (read position), "file", "where", "reason"}."""
         lines = self._path(index, ".rejects.jsonl").read_text().splitlines()
         return [json.loads(line) for line in lines if line]
 
@@ -355,18 +358,19 @@ class _EmbeddingPass:
         return self.rejects.position
 
     def chunks(self, samples: Iterator, advance: Callable[[int], None]) -> Iterator[_Chunk]:
-        """Group samples into per-shard chunks; samples of finished shards are skipped (their stored image
+        """Group samples into per-shard chunks; samples of finished shards are skipped (their stored
         rejects are queued again)."""
         chunk: _Chunk | None = None
+        finished = set(self.cache.done_indices())
         replayed: set[int] = set()
         for sample in samples:
             position = self.rejects.position
             self.rejects.position += 1
             shard = position // self.cache.shard_size
-            if self.cache.is_done(shard):
+            if shard in finished:
                 if shard not in replayed:
                     replayed.add(shard)
-                    for reject in self.cache.image_rejects(shard):
+                    for reject in self.cache.rejects(shard):
                         self.rejects.queue(reject["position"], reject["file"], reject["where"],
                                            reject["reason"])
                 advance(1)
@@ -407,7 +411,7 @@ class _EmbeddingPass:
                 for index, reason in errors:
                     self.reject(buffer, chunk, index, reason)
                 if ok:
-                    self.accept(buffer, chunk, ok, self.embedder.encode(arrays))
+                    self.accept(buffer, [chunk.samples[index] for index in ok], self.embedder.encode(arrays))
                 self.rejects.release(upto=chunk.first + len(chunk.samples) - 1)
                 advance(len(chunk.samples))
         if buffer is not None:
@@ -421,21 +425,14 @@ class _EmbeddingPass:
                                "reason": reason})
         self.rejects.queue(chunk.first + index, file, where, reason)
 
-    def accept(self, buffer: _ShardBuffer, chunk: _Chunk, ok: list[int], emb_nd: np.ndarray) -> None:
-        keep = []
-        for row, index in enumerate(ok):
-            sample = chunk.samples[index]
-            try:
-                task = self.typer.task_of(sample)
-            except MixAtlasError as exc:
-                self.reject(buffer, chunk, index, f"task: {exc}")
-                continue
-            keep.append(row)
+    def accept(self, buffer: _ShardBuffer, samples: list, emb_nd: np.ndarray) -> None:
+        for sample in samples:
             for column, value in (("id", sample.id), ("source", sample.source), ("image", sample.image),
-                                  ("task", task), ("shard", sample.shard), ("offset", int(sample.offset)),
+                                  ("task", self.typer.task_of(sample)), ("shard", sample.shard),
+                                  ("offset", int(sample.offset)),
                                   ("conversations", json.dumps(sample.conversations, ensure_ascii=False))):
                 buffer.rows[column].append(value)
-        buffer.embeddings.append(emb_nd[keep])
+        buffer.embeddings.append(emb_nd)
 
     def flush(self, buffer: _ShardBuffer) -> None:
         dim = int(self.cache.key["dim"])
@@ -588,8 +585,8 @@ def _task_rules(spec: str) -> str:
 
 
 def _embed_into(out: Path, inputs: _Inputs, embedder: Embedder, task_rules: str, strict: bool,
-                batch_size: int, workers: int, show: bool, shard_size: int) -> tuple[EmbeddingCache, int]:
-    """Run (or resume) the embedding pass into OUT/embeddings; returns (cache, rejects count)."""
+                batch_size: int, workers: int, show: bool, shard_size: int) -> tuple[EmbeddingCache, dict]:
+    """Run (or resume) the embedding pass into OUT/embeddings; returns (cache, reject counts by reason)."""
     from mixatlas.atlas.tasks import TaskTyper
     from mixatlas.corpus import Rejects
 
@@ -597,18 +594,13 @@ def _embed_into(out: Path, inputs: _Inputs, embedder: Embedder, task_rules: str,
     key = {"fingerprint": inputs.fingerprint, "format": inputs.fmt, "source_field": inputs.source_field,
            "embedder": embedder.spec, "dim": embedder.dim, "tasks": task_rules, "shard_size": shard_size}
     cache = EmbeddingCache(out / "embeddings", key)
-    rejects = Rejects(out / "rejects.jsonl", strict)
-    try:
+    with Rejects(out / "rejects.jsonl", strict) as rejects:
         n_read = _embed_corpus(inputs.corpus, inputs.fmt, inputs.source_field, cache, embedder, typer,
                                rejects, batch_size, workers, show)
-    finally:
-        close = getattr(rejects, "close", None)
-        if close is not None:
-            close()
     if not cache.done_indices() or sum(cache.size(index) for index in cache.done_indices()) == 0:
         raise MixAtlasError(f"{inputs.corpus}: no usable samples ({n_read} read, {rejects.count} rejected, "
                             f"see {out / 'rejects.jsonl'}); check --format and the image paths")
-    return cache, int(rejects.count)
+    return cache, rejects.by_reason()
 
 
 def _finish_atlas(out: Path, info: dict, centroids_kd: np.ndarray, summary: TableSummary) -> Atlas:
@@ -664,8 +656,8 @@ def build_atlas(corpus: Path | str, out: Path | str, *, embedder: str = "pixels"
     model = make_embedder(embedder)
     folder = _start_output(out)
     task_rules = _task_rules(tasks)
-    cache, n_rejects = _embed_into(folder, inputs, model, task_rules, strict, batch_size, workers, progress,
-                                   shard_size)
+    cache, rejects = _embed_into(folder, inputs, model, task_rules, strict, batch_size, workers, progress,
+                                 shard_size)
     with _bar(progress, "clustering", total=2) as advance:
         sample_nd = training_sample(cache, KMEANS_MAX_TRAIN, seed)
         advance(1)
@@ -677,7 +669,7 @@ def build_atlas(corpus: Path | str, out: Path | str, *, embedder: str = "pixels"
         "version": ATLAS_VERSION, "corpus": str(inputs.corpus), "format": inputs.fmt,
         "source_field": source_field, "embedder": model.spec, "k": chosen_k, "tasks": list(TASKS),
         "task_rules": task_rules, "concepts": _concept_names(model, centroids, summary, concept_prompts),
-        "rejects": n_rejects, "fingerprint": inputs.fingerprint,
+        "rejects": sum(rejects.values()), "rejects_by_reason": rejects, "fingerprint": inputs.fingerprint,
         "centroids_fingerprint": centroids_fingerprint(centroids, model.spec), "seed": seed, "parent": None,
     }
     return _finish_atlas(folder, info, centroids, summary)
@@ -698,14 +690,15 @@ def assign_atlas(atlas_dir: Path | str, corpus: Path | str, out: Path | str, *, 
     model = make_embedder(parent.embedder)
     folder = _start_output(folder)
     task_rules = parent.info["task_rules"]
-    cache, n_rejects = _embed_into(folder, inputs, model, task_rules, strict, batch_size, workers, progress,
-                                   shard_size)
+    cache, rejects = _embed_into(folder, inputs, model, task_rules, strict, batch_size, workers, progress,
+                                 shard_size)
     centroids = parent.centroids()
     summary = write_samples_table(cache, centroids, parent.tasks, folder / "samples.parquet", progress)
     info = {
         "version": ATLAS_VERSION, "corpus": str(inputs.corpus), "format": inputs.fmt,
         "source_field": source_field, "embedder": parent.embedder, "k": parent.k, "tasks": parent.tasks,
-        "task_rules": task_rules, "concepts": parent.concepts, "rejects": n_rejects,
+        "task_rules": task_rules, "concepts": parent.concepts, "rejects": sum(rejects.values()),
+        "rejects_by_reason": rejects,
         "fingerprint": inputs.fingerprint, "centroids_fingerprint": parent.centroids_fingerprint,
         "seed": parent.info["seed"],
         "parent": {"dir": str(parent.dir), "fingerprint": parent.fingerprint,

@@ -14,6 +14,7 @@ from mixatlas.errors import MixAtlasError
 if TYPE_CHECKING:
     from mixatlas.atlas import Atlas
 
+FORMAT_HELP = "llava-json | jsonl | wds | parquet (default: from the file extensions)."
 atlas_app = typer.Typer(name="atlas", help="Inspect atlases and map new corpora onto them.",
                         no_args_is_help=True)
 
@@ -49,8 +50,9 @@ def _summary(atlas: Atlas, verb: str) -> None:
     console.print(f"{verb} [bold]{atlas.dir}[/]: {atlas.info['n_samples']} samples, {atlas.k} concepts x "
                   f"{len(atlas.tasks)} tasks, embedder {atlas.embedder}", soft_wrap=True)
     if rejects:
-        console.print(f"[yellow]{rejects} rejected inputs[/] listed in {atlas.dir / 'rejects.jsonl'}",
-                      soft_wrap=True)
+        reasons = ", ".join(f"{reason} {count}" for reason, count in atlas.info["rejects_by_reason"].items())
+        console.print(f"[yellow]{rejects} rejected inputs[/] ({reasons}) listed in "
+                      f"{atlas.dir / 'rejects.jsonl'}", soft_wrap=True)
 
 
 def decompose(
@@ -59,7 +61,7 @@ def decompose(
     embedder: Annotated[str, typer.Option(help="pixels (offline) | clip:<hub-id-or-path>[,bf16]")] = "pixels",
     k: Annotated[str, typer.Option("--k", help="Number of concepts, or 'auto' (silhouette).")] = "10",
     tasks: Annotated[str, typer.Option(help="Task typing: rules | field:NAME | map:FILE.")] = "rules",
-    fmt: Annotated[str | None, typer.Option("--format", help="llava | jsonl | webdataset | parquet.")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help=FORMAT_HELP)] = None,
     source_field: Annotated[str | None, typer.Option(help="Record field naming the source.")] = None,
     strict: Annotated[bool, typer.Option(help="Stop at the first bad record or image.")] = False,
     seed: Annotated[int, typer.Option(help="Clustering seed.")] = 0,
@@ -90,9 +92,9 @@ def show(
     atlas = Atlas.load(atlas_dir)
     counts = atlas.counts
     if as_json:
-        summary = {key: atlas.info[key] for key in ("corpus", "embedder", "k", "tasks", "concepts", "counts",
-                                                    "n_samples", "rejects", "fingerprint",
-                                                    "centroids_fingerprint", "parent")}
+        keys = ("corpus", "embedder", "k", "tasks", "concepts", "counts", "n_samples", "rejects",
+                "rejects_by_reason", "fingerprint", "centroids_fingerprint", "parent")
+        summary = {key: atlas.info.get(key) for key in keys}
         typer.echo(json.dumps(summary, indent=1))
         return
     table = Table(title=f"{atlas.dir.name}: {atlas.info['n_samples']} samples, embedder {atlas.embedder}")
@@ -106,7 +108,7 @@ def show(
     table.add_section()
     table.add_row("", "total", *(str(c) for c in counts.sum(axis=0)), str(counts.sum()), style="bold")
     Console().print(table)  # the table is the command's output: stdout, unlike progress and notes
-    if atlas.info["rejects"]:
+    if atlas.info.get("rejects"):
         console.print(f"{atlas.info['rejects']} rejected inputs listed in {atlas.dir / 'rejects.jsonl'}")
 
 
@@ -115,7 +117,7 @@ def assign(
     atlas_dir: Annotated[Path, typer.Argument(metavar="ATLAS", help="Existing atlas (concepts are kept).")],
     corpus: Annotated[Path, typer.Argument(help="New corpus to map onto the atlas.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder of the new atlas.")],
-    fmt: Annotated[str | None, typer.Option("--format", help="llava | jsonl | webdataset | parquet.")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help=FORMAT_HELP)] = None,
     source_field: Annotated[str | None, typer.Option(help="Record field naming the source.")] = None,
     strict: Annotated[bool, typer.Option(help="Stop at the first bad record or image.")] = False,
     batch_size: Annotated[int, typer.Option(help="Images per embedding batch.")] = 256,

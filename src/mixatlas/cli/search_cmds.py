@@ -63,6 +63,9 @@ def search(
         None, "--budget", help="Objective evaluations (initial design included)."
     ),
     seed: int | None = typer.Option(None, "--seed"),
+    trial_seeds: str | None = typer.Option(
+        None, "--trial-seeds", help="per-trial (seed + trial id) or shared (common random numbers)."
+    ),
     study: Path | None = typer.Option(None, "--study", help="Study file; an existing one is resumed."),
     runs_dir: Path | None = typer.Option(
         None, "--runs-dir", help="Trial folders (default: beside the study)."

@@ -7,7 +7,8 @@ first. Scores are those of each method's *recommended* mixture, measured without
     pool: vs the best pool row);
   - percentile: % of a reference set strictly better than the recommendation (pool: the pool itself;
     synthetic: a large flat-Dirichlet sample of the feasible set).
-95% confidence intervals are Student-t intervals over seeds (mean +- t_{0.975, S-1} sd / sqrt(S)).
+95% confidence intervals are Student-t intervals over seeds (mean +- t_{0.975, S-1} sd / sqrt(S)); the
+percentile interval is clipped to [0, 100].
 `best_so_far[i]`: mean regret of the truly best mixture evaluated after i + 1 evaluations.
 """
 
@@ -184,7 +185,7 @@ def run_benchmark(
             "regret_mean": regret[0],
             "regret_ci95": [regret[1], regret[2]],
             "percentile_mean": percentile[0],
-            "percentile_ci95": [percentile[1], percentile[2]],
+            "percentile_ci95": [max(0.0, percentile[1]), min(100.0, percentile[2])],
             "best_so_far": np.mean([r["best_so_far"] for r in runs], axis=0).tolist(),
             "regret_per_seed": [r["regret"] for r in runs],
             "seconds_per_run": float(np.mean([r["seconds"] for r in runs])),

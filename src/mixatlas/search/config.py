@@ -55,6 +55,9 @@ class SearchConfig(BaseModel):
     method_options: dict[str, Any] = Field(default_factory=dict)
     budget: int = Field(default=48, gt=0)
     seed: int = 0
+    # "per-trial": trial i trains with seed + i; "shared": every trial trains with the study seed (common
+    # random numbers: differences between trials come from the mixture alone, not from the proxy's seed noise)
+    trial_seeds: Literal["per-trial", "shared"] = "per-trial"
     # where and how trials run
     study: Path = Path("study.db")
     runs_dir: Path | None = None
@@ -271,10 +274,25 @@ def open_study(config: SearchConfig) -> tuple[Study, Objective]:
             budget=config.budget,
             seed=config.seed,
             method_options=config.method_options,
-            meta={"config": config.model_dump(mode="json")},
+            meta=_study_meta(config),
         )
     atlas = None if config.atlas is None else str(config.atlas)
     return study, build_objective(study.objective_spec, atlas=atlas)
+
+
+def _study_meta(config: SearchConfig) -> dict[str, Any]:
+    """What a study keeps beside its definition: the config, the trial-seed rule, the atlas identity."""
+    meta: dict[str, Any] = {"config": config.model_dump(mode="json"), "trial_seeds": config.trial_seeds}
+    if config.atlas is not None:
+        from mixatlas.atlas import Atlas
+
+        atlas = Atlas.load(Path(config.atlas))
+        meta |= {
+            "atlas": str(atlas.dir.resolve()),
+            "atlas_fingerprint": atlas.fingerprint,
+            "centroids_fingerprint": atlas.centroids_fingerprint,
+        }
+    return meta
 
 
 def _check_resume(study: Study, config: SearchConfig, problem: Problem | None) -> None:
@@ -286,6 +304,9 @@ def _check_resume(study: Study, config: SearchConfig, problem: Problem | None) -
     if problem is not None:
         wanted["space"] = problem.space.to_dict()
         wanted["objective_spec"] = problem.objective_spec
+    stored = {**stored, "trial_seeds": study.meta.get("trial_seeds", "per-trial")}
+    if "trial_seeds" in given:
+        wanted["trial_seeds"] = config.trial_seeds
     for name, value in wanted.items():
         difference = _first_difference(_plain(value), stored[name], name)
         if difference:

@@ -124,7 +124,7 @@ def run_search(
                 trial = study.start_trial(
                     trial.id, trial_dir=trial_dir_for(runs, trial.id), worker=executor.kind
                 )
-                seed = study.seed + (trial.retry_of if trial.retry_of is not None else trial.id)
+                seed = trial_seed(study, trial)
                 handle = executor.submit(
                     run_trial, objective, trial.mixture.to_dict(), trial.id, trial.trial_dir, seed, timeout_s
                 )
@@ -143,6 +143,14 @@ def run_search(
                     f"{study.path}: {failures} trial attempts failed in this run (last, trial {last.id}: "
                     f"{last.error}); fix the objective and rerun the same command to resume"
                 )
+
+
+def trial_seed(study: Study, trial: Trial) -> int:
+    """The training seed of `trial`: the study seed for every trial when the study shares seeds (common
+    random numbers), else seed + the id of the trial's first attempt (a retry reruns the same seed)."""
+    if study.meta.get("trial_seeds") == "shared":
+        return study.seed
+    return study.seed + (trial.retry_of if trial.retry_of is not None else trial.id)
 
 
 def _next_trials(
