@@ -49,8 +49,8 @@ class DemoPlan:
 
 
 FULL = DemoPlan(
-    corpus_samples=1500, k=8, budget=8, joint_budget=8,
-    proxy={"steps": 30, "batch_size": 8, "warmup_steps": 3, "eval_samples": 16, "eval_generate": False,
+    corpus_samples=1500, k=8, budget=12, joint_budget=16, final_seeds=3,
+    proxy={"steps": 40, "batch_size": 8, "warmup_steps": 3, "eval_samples": 16, "eval_generate": False,
            "max_len": 64, "image_size": 32, "tiny": {"patch_size": 8, "vocab_size": 384, "lm_hidden": 64,
                                                       "vision_hidden": 32, "vision_layers": 1}},
     manifest_samples=1500,
