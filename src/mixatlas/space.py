@@ -71,6 +71,11 @@ class Mixture:
             raise MixAtlasError(
                 f"{origin}: missing key {exc}; a mixture needs 'concepts', 'tasks' and 'weights'"
             ) from None
+        except (TypeError, ValueError) as exc:
+            raise MixAtlasError(
+                f"{origin}: not a mixture ({exc}); expected "
+                '{"concepts": [...], "tasks": [...], "weights": [[k rows of T numbers]]}'
+            ) from None
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))

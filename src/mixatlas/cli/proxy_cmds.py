@@ -117,6 +117,7 @@ def transfer_cmd(
                  f"{report['n']} at large scale (in the top {report['large_top_k']}: {in_top})")
     console.print("\n".join(lines), highlight=False)
     if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=1))
 
 
@@ -144,4 +145,5 @@ def steps_cmd(
         table.add_row(row["run"], reached, f"{row['total_steps']:.0f}", speedup)
     console.print(table)
     if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(rows, indent=1))

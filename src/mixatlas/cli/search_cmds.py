@@ -79,6 +79,9 @@ def search(
     cpus_per_trial: float | None = typer.Option(None, "--cpus-per-trial"),
     slurm_partition: str | None = typer.Option(None, "--slurm-partition"),
     slurm_cluster: str | None = typer.Option(None, "--slurm-cluster", help="slurm, or local (no cluster)."),
+    slurm_timeout_min: int | None = typer.Option(
+        None, "--slurm-timeout-min", help="Slurm job time limit (default: --timeout rounded up + 1, else 60)."
+    ),
     retries: int | None = typer.Option(None, "--retries", help="Retries of a failed trial (same mixture)."),
     timeout: float | None = typer.Option(None, "--timeout", help="Per-trial time limit in seconds."),
 ) -> None:
@@ -108,7 +111,7 @@ def search(
         cpus_per_trial=cfg.cpus_per_trial,
         slurm_partition=cfg.slurm_partition,
         slurm_cluster=cfg.slurm_cluster,
-        timeout_min=cfg.slurm_timeout_min,
+        timeout_min=cfg.slurm_job_minutes,
     ) as pool:
         run_search(
             study_obj,

@@ -50,9 +50,15 @@ class Result:
                 metrics[str(name)] = float(value)
             except (TypeError, ValueError):
                 raise MixAtlasError(f"{origin}: metric {name!r} is not a number: {value!r}") from None
-        curve = [[float(s), float(v)] for s, v in data.get("curve") or []]
-        cost = data.get("cost_s")
-        return cls(metrics=metrics, curve=curve, cost_s=None if cost is None else float(cost))
+        try:
+            curve = [[float(s), float(v)] for s, v in data.get("curve") or []]
+            cost = data.get("cost_s")
+            cost_s = None if cost is None else float(cost)
+        except (TypeError, ValueError):
+            raise MixAtlasError(
+                f'{origin}: "curve" must be [[step, loss], ...] and "cost_s" a number of seconds'
+            ) from None
+        return cls(metrics=metrics, curve=curve, cost_s=cost_s)
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))

@@ -152,6 +152,8 @@ class PoolProblem:
         body = [
             (line, row) for line, row in enumerate(rows[1:], start=2) if any(cell.strip() for cell in row)
         ]
+        if not body:
+            raise MixAtlasError(f"{path}: the pool CSV has a header but no non-empty rows")
         weight_names = _weight_columns(path, header, weight_cols)
         if metric_cols is None:
             candidates = [name for name in header if name not in weight_names]

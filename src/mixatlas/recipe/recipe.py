@@ -403,7 +403,12 @@ def family_baselines(study: Any, target: Target, candidates: list[Path],
     own = study.space
     scores = []
     for path in candidates:
-        other = Study.open(resolve_study_path(path))
+        try:
+            other = Study.open(resolve_study_path(path))
+        except MixAtlasError:
+            if explicit:
+                raise
+            continue  # a family candidate that is not a readable study (any other *.db) is not a baseline
         try:
             space = other.space
             same_atlas = (space.concepts == own.concepts and space.tasks == own.tasks

@@ -170,6 +170,10 @@ def run_benchmark(
     problem = problem_factory()
     if budget < 1:
         raise MixAtlasError("benchmark budget must be at least 1 evaluation")
+    if batch < 1:
+        raise MixAtlasError(f"--batch {batch}: trials in flight must be at least 1")
+    if isinstance(seeds, int) and seeds < 1:
+        raise MixAtlasError(f"--seeds {seeds}: give at least 1 seed")
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     out: dict = {"problem": problem.name, "budget": budget, "seeds": len(seed_list), "batch": batch}
     out["ci"] = "95% Student-t interval over seeds"

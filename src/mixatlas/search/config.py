@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,6 @@ from mixatlas.space import MixtureSpace
 if TYPE_CHECKING:
     from mixatlas.search.study import Study
 
-SPACE_MODES = ("task", "concept", "factored", "joint")
-OBJECTIVE_KINDS = ("proxy", "command", "pool", "synthetic", "callable")
 # Fields holding paths; relative ones in a YAML file are taken relative to that file's folder.
 _PATH_FIELDS = ("atlas", "pool", "proxy_config", "study", "runs_dir")
 
@@ -68,7 +67,7 @@ class SearchConfig(BaseModel):
     cpus_per_trial: float = Field(default=1, gt=0)
     slurm_partition: str | None = None
     slurm_cluster: Literal["slurm", "local"] = "slurm"
-    slurm_timeout_min: int = Field(default=60, gt=0)
+    slurm_timeout_min: int | None = Field(default=None, gt=0)
     retries: int = Field(default=1, ge=0)
     timeout: float | None = Field(default=None, gt=0)
 
@@ -98,6 +97,13 @@ class SearchConfig(BaseModel):
             raise MixAtlasError(f"{origin}: {_first_error(exc)}") from None
         config._origin = origin
         return config
+
+    @property
+    def slurm_job_minutes(self) -> int:
+        """The Slurm job limit: as given, else the per-trial timeout rounded up plus a minute, else 60."""
+        if self.slurm_timeout_min is not None:
+            return self.slurm_timeout_min
+        return 60 if self.timeout is None else math.ceil(self.timeout / 60) + 1
 
     @property
     def sources(self) -> list[str]:
@@ -265,6 +271,8 @@ def open_study(config: SearchConfig) -> tuple[Study, Objective]:
         if not target_spec:
             raise MixAtlasError(f"{config._origin}: give the target metric (--target METRIC)")
         minimize = problem.default_minimize if config.minimize is None else config.minimize
+        # a bad objective (e.g. a typo in --function) fails before the study file exists
+        build_objective(problem.objective_spec, atlas=None if config.atlas is None else str(config.atlas))
         study = Study.create(
             path,
             space=problem.space,

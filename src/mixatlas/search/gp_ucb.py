@@ -141,15 +141,15 @@ class GPUCB(Optimizer):
             return chosen
         space = history.space
         done = np.atleast_2d(history.done_params).reshape(-1, space.dim)
-        surrogate = fit_surrogate(features(space, done), np.asarray(history.done_utility, dtype=np.float64))
+        surrogate = fit_surrogate(features(done), np.asarray(history.done_utility, dtype=np.float64))
         pending = [np.atleast_2d(history.pending_params).reshape(-1, space.dim), *chosen]
-        surrogate.believe(features(space, np.concatenate([np.atleast_2d(p) for p in pending])))
+        surrogate.believe(features(np.concatenate([np.atleast_2d(p) for p in pending])))
         open_rows = open_candidates(space, history) if space.candidates is not None else None
         while len(chosen) < n:
             t = history.n_started + len(chosen) + 1
             point = self._maximize(history, surrogate, t, rng, open_rows)
             chosen.append(point)
-            surrogate.believe(features(space, point[None]))
+            surrogate.believe(features(point[None]))
             if open_rows is not None:
                 open_rows = _drop_row(space, open_rows, point)
         return chosen
@@ -175,7 +175,7 @@ class GPUCB(Optimizer):
         """Posterior mean and sd of the utility (its own units) at (n, d) parameters, GP fitted on the
         finished trials only."""
         surrogate = self._fitted(history)
-        mean, sd = surrogate.predict(features(history.space, np.atleast_2d(params_nd)))
+        mean, sd = surrogate.predict(features(np.atleast_2d(params_nd)))
         return surrogate.y_mean + surrogate.y_sd * mean, surrogate.y_sd * sd
 
     # ----- internals -------------------------------------------------------------------------------------
@@ -191,7 +191,7 @@ class GPUCB(Optimizer):
         y = np.asarray(history.done_utility, dtype=np.float64)
         key = x.tobytes() + y.tobytes()
         if self._fit_cache is None or self._fit_cache[0] != key:
-            self._fit_cache = (key, fit_surrogate(features(history.space, x), y))
+            self._fit_cache = (key, fit_surrogate(features(x), y))
         return self._fit_cache[1]
 
     def _beta(self, t: int, n_points: int) -> float:
@@ -229,7 +229,7 @@ class GPUCB(Optimizer):
 
     @staticmethod
     def _ucb(space: MixtureSpace, surrogate: Surrogate, params_nd: np.ndarray, beta: float) -> np.ndarray:
-        mean, sd = surrogate.predict(features(space, params_nd))
+        mean, sd = surrogate.predict(features(params_nd))
         return mean + math.sqrt(beta) * sd
 
     def _candidate_pool(self, history: History, surrogate: Surrogate, rng: np.random.Generator) -> np.ndarray:
@@ -238,7 +238,7 @@ class GPUCB(Optimizer):
         space = history.space
         n_each = self.n_pool // 3
         done = np.atleast_2d(history.done_params).reshape(-1, space.dim)
-        mean, _ = surrogate.predict(features(space, done))
+        mean, _ = surrogate.predict(features(done))
         elite = done[np.argsort(-mean)[: min(8, len(done))]]
         scales = rng.choice([0.03, 0.1, 0.3], n_each)
         local = _perturb(space, elite[rng.integers(len(elite), size=n_each)], scales, rng)
@@ -261,7 +261,7 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def features(space: MixtureSpace, params_nd: np.ndarray) -> np.ndarray:
+def features(params_nd: np.ndarray) -> np.ndarray:
     """GP inputs (n, d): the square root of the parameters (Hellinger embedding of each simplex)."""
     return np.sqrt(np.clip(np.atleast_2d(params_nd), 0.0, None))
 

@@ -27,9 +27,6 @@ class ProxyModel:
     chat: ChatFormat
     image_size: int
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
-
 
 def llava_from_configs(vision_config, text_config, image_token_id: int):
     """A random-init `LlavaForConditionalGeneration`; one image token per vision patch (CLS dropped)."""
