@@ -178,3 +178,31 @@ def test_cli_bad_config_is_one_line(tmp_path):
     (tmp_path / "typo.yaml").write_text("synthetic: task\nbudgte: 3\n")
     run = _cli("search", "--config", "typo.yaml", cwd=tmp_path)
     assert run.returncode == 2 and "unknown option 'budgte'" in run.stderr
+
+
+def test_share_from_takes_over_finished_trials_of_another_target(tmp_path: Path) -> None:
+    from mixatlas.executors import make_executor
+    from mixatlas.search.config import SearchConfig, open_study
+    from mixatlas.search.loop import run_search
+
+    first_cfg = SearchConfig.load(None, {"synthetic": "task", "method": "random", "budget": 4,
+                                         "target": "bench0/loss", "study": tmp_path / "a.db"})
+    first, objective = open_study(first_cfg)
+    with make_executor("local", parallel=1, folder=tmp_path) as executor:
+        run_search(first, objective, executor, progress=False)
+    second_cfg = SearchConfig.load(None, {"synthetic": "task", "method": "random", "budget": 6,
+                                          "target": "bench1/loss", "study": tmp_path / "b.db",
+                                          "share_from": [tmp_path / "a.db"]})
+    second, _ = open_study(second_cfg)
+    shared = second.trials("done")
+    assert len(shared) == 4 and all(t.worker.startswith("shared:") for t in shared)
+    by_params = {tuple(np.round(t.params, 12)): t for t in first.trials("done")}
+    for trial in shared:
+        source = by_params[tuple(np.round(trial.params, 12))]
+        assert trial.value == pytest.approx(source.metrics["bench1/loss"])  # re-scored on the new target
+    other_space = SearchConfig.load(None, {"synthetic": "joint", "method": "random", "budget": 3,
+                                           "target": "bench1/loss", "study": tmp_path / "c.db",
+                                           "share_from": [tmp_path / "a.db"]})
+    with pytest.raises(MixAtlasError, match="cannot share its trials"):
+        open_study(other_space)
+    assert not (tmp_path / "c.db").exists()  # refused before any file is written

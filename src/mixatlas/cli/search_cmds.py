@@ -67,6 +67,11 @@ def search(
         None, "--trial-seeds", help="per-trial (seed + trial id) or shared (common random numbers)."
     ),
     study: Path | None = typer.Option(None, "--study", help="Study file; an existing one is resumed."),
+    share_from: list[Path] | None = typer.Option(
+        None, "--share-from",
+        help="Take over the finished trials of this study (same atlas, space, objective; another target)"
+        " when creating the new one. Repeatable.",
+    ),
     runs_dir: Path | None = typer.Option(
         None, "--runs-dir", help="Trial folders (default: beside the study)."
     ),

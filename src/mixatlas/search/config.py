@@ -57,6 +57,9 @@ class SearchConfig(BaseModel):
     # "per-trial": trial i trains with seed + i; "shared": every trial trains with the study seed (common
     # random numbers: differences between trials come from the mixture alone, not from the proxy's seed noise)
     trial_seeds: Literal["per-trial", "shared"] = "per-trial"
+    # finished trials of other studies (same atlas, space and objective, another target) taken over when
+    # this study is created: benchmark-targeted studies share the proxy runs already paid for
+    share_from: list[Path] = Field(default_factory=list)
     # where and how trials run
     study: Path = Path("study.db")
     runs_dir: Path | None = None
@@ -90,6 +93,8 @@ class SearchConfig(BaseModel):
             for name in _PATH_FIELDS:
                 if isinstance(values.get(name), str) and not Path(values[name]).is_absolute():
                     values[name] = str(Path(path).parent / values[name])
+            if isinstance(values.get("share_from"), list):
+                values["share_from"] = [str(Path(path).parent / p) for p in values["share_from"]]
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
         try:
             config = cls(**values)
@@ -271,6 +276,9 @@ def open_study(config: SearchConfig) -> tuple[Study, Objective]:
         if not target_spec:
             raise MixAtlasError(f"{config._origin}: give the target metric (--target METRIC)")
         minimize = problem.default_minimize if config.minimize is None else config.minimize
+        shared = [Study.open(other) for other in config.share_from]
+        for other in shared:
+            other.check_shareable(problem.space, problem.objective_spec)
         # a bad objective (e.g. a typo in --function) fails before the study file exists
         build_objective(problem.objective_spec, atlas=None if config.atlas is None else str(config.atlas))
         study = Study.create(
@@ -284,6 +292,9 @@ def open_study(config: SearchConfig) -> tuple[Study, Objective]:
             method_options=config.method_options,
             meta=_study_meta(config),
         )
+        for other in shared:
+            study.import_trials(other, limit=study.budget - study.count("done"))
+            other.close()
     atlas = None if config.atlas is None else str(config.atlas)
     return study, build_objective(study.objective_spec, atlas=atlas)
 

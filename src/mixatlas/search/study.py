@@ -297,6 +297,46 @@ class Study:
             trial_id = int(cursor.lastrowid)
         return self.trial(trial_id)
 
+    def check_shareable(self, space: MixtureSpace, objective_spec: dict) -> None:
+        """Raise unless this study's trials are valid evaluations in `space` under `objective_spec`."""
+        if self.space.to_dict() != space.to_dict() or self.objective_spec != objective_spec:
+            raise MixAtlasError(
+                f"{self.path}: cannot share its trials: it searched another space or objective; "
+                "share only between studies of the same atlas, space mode and objective"
+            )
+
+    def import_trials(self, other: Study, limit: int) -> list[Trial]:
+        """Copy up to `limit` finished trials of `other` into this study as `done`, in one transaction.
+
+        This is how benchmark-targeted studies share proxy runs: a study for another target over the same
+        space and objective already paid for these evaluations. Only trials whose metrics cover this
+        study's target are taken; each keeps its metrics, curve, cost and trial folder, and its `worker`
+        records where it came from ("shared:PATH#ID"). They count toward this study's budget.
+        """
+        other.check_shareable(self.space, self.objective_spec)
+        rows = []
+        for t in other.trials("done"):
+            try:
+                value = self._target.value(t.metrics or {})
+            except MixAtlasError:
+                continue
+            rows.append((t, value))
+        rows = rows[: max(0, limit)]
+        with _transaction(self._conn):
+            ids = [
+                int(self._conn.execute(
+                    "INSERT INTO trials (state, params, mixture, metrics, curve, cost_s, value, attempts,"
+                    " created_at, started_at, finished_at, worker, trial_dir)"
+                    " VALUES ('done', ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)",
+                    (json.dumps(np.asarray(t.params).tolist()), json.dumps(t.mixture.to_dict()),
+                     json.dumps(t.metrics), json.dumps(t.curve), t.cost_s, value, time.time(),
+                     t.started_at, t.finished_at, f"shared:{other.path}#{t.id}",
+                     None if t.trial_dir is None else str(t.trial_dir)),
+                ).lastrowid)
+                for t, value in rows
+            ]  # fmt: skip
+        return [self.trial(i) for i in ids]
+
     def start_trial(self, trial_id: int, *, trial_dir: Path, worker: str) -> Trial:
         """pending -> running."""
         with _transaction(self._conn):
