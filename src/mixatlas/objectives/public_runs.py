@@ -132,6 +132,8 @@ def autoscale_pool(root: Path | None = None) -> PoolProblem:
             rows = list(csv.DictReader(handle))
     except OSError as exc:
         raise MixAtlasError(f"{path}: cannot read ({exc})") from None
+    if not rows or "perturbation" not in rows[0] or "ppl_avg" not in rows[0]:
+        raise MixAtlasError(f"{path}: expected rows with columns perturbation, ppl_<domain>..., ppl_avg")
     domains = [name[len("ppl_") :] for name in rows[0] if name.startswith("ppl_") and name != "ppl_avg"]
     weights = []
     for line, row in enumerate(rows, start=2):
@@ -144,7 +146,12 @@ def autoscale_pool(root: Path | None = None) -> PoolProblem:
         elif row["perturbation"] != "uniform_base":
             raise MixAtlasError(f"{path}:{line}: unknown perturbation {row['perturbation']!r}")
         weights.append(w / w.sum())
-    metrics = np.array([[float(row[f"ppl_{d}"]) for d in domains] + [float(row["ppl_avg"])] for row in rows])
+    try:
+        metrics = np.array(
+            [[float(row[f"ppl_{d}"]) for d in domains] + [float(row["ppl_avg"])] for row in rows]
+        )
+    except (TypeError, ValueError) as exc:
+        raise MixAtlasError(f"{path}: a perplexity cell is not a number ({exc})") from None
     return PoolProblem.from_arrays(
         domains, np.array(weights), [*domains, AVERAGE_METRIC], metrics, source=str(path)
     )
