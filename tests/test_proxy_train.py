@@ -153,3 +153,11 @@ def test_user_mistakes_are_one_line_errors(atlas_dir, tmp_path):
     bad.write_text("steps: -3\n")
     with pytest.raises(MixAtlasError, match=r"bad\.yaml: steps"):
         ProxyConfig.from_yaml(bad)
+
+
+def test_prompts_longer_than_max_len_are_a_clear_error_not_divergence(atlas_dir, tmp_path):
+    # 16 image tokens + the chat prompt do not fit 20 tokens, so no answer token survives truncation.
+    config = ProxyConfig(steps=2, eval_generate=False, max_len=20, **FAST)
+    mixture = resolve_mixture("uniform", Atlas.load(atlas_dir))
+    with pytest.raises(MixAtlasError, match="max_len=20"):
+        train_proxy(atlas_dir, mixture, config, tmp_path / "run", seed=0, progress=False)

@@ -51,14 +51,14 @@ class DemoPlan:
 FULL = DemoPlan(
     corpus_samples=1500, k=8, budget=12, joint_budget=16, final_seeds=3,
     proxy={"steps": 40, "batch_size": 8, "warmup_steps": 3, "eval_samples": 16, "eval_generate": False,
-           "max_len": 64, "image_size": 32, "tiny": {"patch_size": 8, "vocab_size": 384, "lm_hidden": 64,
+           "max_len": 96, "image_size": 32, "tiny": {"patch_size": 8, "vocab_size": 384, "lm_hidden": 64,
                                                       "vision_hidden": 32, "vision_layers": 1}},
     manifest_samples=1500,
 )
 QUICK = DemoPlan(
     corpus_samples=400, k=3, budget=3, joint_budget=3,
     proxy={"steps": 6, "batch_size": 4, "warmup_steps": 1, "eval_samples": 8, "eval_generate": False,
-           "max_len": 64, "image_size": 32, "tiny": {"patch_size": 8, "vocab_size": 300,
+           "max_len": 96, "image_size": 32, "tiny": {"patch_size": 8, "vocab_size": 300,
                                                       "lm_hidden": 32, "vision_hidden": 32,
                                                       "lm_layers": 1, "vision_layers": 1}},
     manifest_samples=400, eval_per_benchmark=12, final_seeds=1,

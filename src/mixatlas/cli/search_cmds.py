@@ -148,12 +148,13 @@ def show(
 
 
 def print_trials(study: Study) -> None:
-    """One line per trial: state, attempts, target value, cost, the three heaviest cells, error."""
+    """One line per trial: state, attempts, target value, cost, the searched axis's heaviest parts, error."""
     from rich.table import Table
 
     table = Table(title=f"{study.path} — {study.method}, {study.count('done')}/{study.budget} done")
-    for column in ("id", "state", "att", study.target.spec, "cost s", "top cells", "error"):
-        table.add_column(column, overflow="fold")
+    heaviest = f"heaviest {study.space.mode if study.space.mode in ('task', 'concept') else 'cell'}s"
+    for column in ("id", "state", "att", study.target.spec, "cost s", heaviest, "error"):
+        table.add_column(column, overflow="fold", no_wrap=column != "error")
     for trial in study.trials():
         table.add_row(
             str(trial.id),
@@ -161,7 +162,7 @@ def print_trials(study: Study) -> None:
             str(trial.attempts),
             "" if trial.value is None else f"{trial.value:.5g}",
             "" if trial.cost_s is None else f"{trial.cost_s:.1f}",
-            _top_cells(trial.mixture),
+            _heaviest(trial.mixture, study.space.mode),
             (trial.error or "")[:80],
         )
     console.print(table)
@@ -205,14 +206,18 @@ def write_csv(study: Study, path: Path) -> None:
         writer.writerows(rows)
 
 
-def _top_cells(mixture: Mixture, n: int = 3) -> str:
-    weights = mixture.weights_kt
-    order = weights.ravel().argsort()[::-1][:n]
-    names = []
-    for flat in order:
-        concept, task = divmod(int(flat), weights.shape[1])
-        cell = mixture.concepts[concept]
-        if weights.shape[1] > 1:
-            cell += f"/{mixture.tasks[task]}"
-        names.append(f"{cell} {weights.ravel()[flat]:.2f}")
-    return ", ".join(names)
+def _heaviest(mixture: Mixture, mode: str, n: int = 3) -> str:
+    """The `n` heaviest parts of the axis the study searched: tasks (task mode), concepts (concept mode),
+    else cells (concept/task)."""
+    import numpy as np
+
+    if mode == "task":
+        names, weights = list(mixture.tasks), mixture.task_marginal
+    elif mode == "concept":
+        names, weights = list(mixture.concepts), mixture.concept_marginal
+    else:
+        single = len(mixture.tasks) == 1
+        names = [c if single else f"{c}/{t}" for c in mixture.concepts for t in mixture.tasks]
+        weights = mixture.weights_kt.ravel()
+    order = np.argsort(weights)[::-1][:n]
+    return " ".join(f"{names[i]} {weights[i]:.2f}" for i in order)

@@ -21,6 +21,7 @@ from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Result
 from mixatlas.objectives.proxy.config import ProxyConfig
 from mixatlas.objectives.proxy.data import (
+    IGNORE_INDEX,
     CellSampler,
     EncodedSamples,
     ImageLoader,
@@ -277,7 +278,7 @@ class _StepRunner:
 
         losses, tokens = [], 0
         for micro in range(self.config.grad_accum):
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in next(batches).items()}
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in self._supervised(batches).items()}
             sync = micro == self.config.grad_accum - 1 or not hasattr(self.model, "no_sync")
             with contextlib.nullcontext() if sync else self.model.no_sync(), self.autocast():
                 loss = self.model(**batch).loss
@@ -296,6 +297,17 @@ class _StepRunner:
 
             torch_dist.all_reduce(mean_loss, op=torch_dist.ReduceOp.AVG)
         return float(mean_loss), tokens
+
+    def _supervised(self, batches) -> dict:
+        """The next micro-batch; one whose answers were all cut by `max_len` is an error (its loss would
+        be 0/0 = NaN, reported as divergence)."""
+        batch = next(batches)
+        if not bool((batch["labels"] != IGNORE_INDEX).any()):
+            raise MixAtlasError(
+                f"a training batch has no answer token within max_len={self.config.max_len} (its prompts are "
+                "longer); raise max_len in the proxy config"
+            )
+        return batch
 
 
 def _train_loop(
