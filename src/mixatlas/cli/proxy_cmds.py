@@ -59,18 +59,34 @@ def train_cmd(
     bf16: bool | None = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast (GPU)"),
     compile_model: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile (GPU)"),
     save_model: bool = typer.Option(False, "--save-model", help="also write DIR/model/"),
+    track: str | None = typer.Option(None, "--track", help="also log the run: mlflow | tensorboard | wandb"),
+    track_uri: str | None = typer.Option(None, "--track-uri", help="tracker URI or folder (see tracking)"),
 ) -> None:
     """Train one proxy on a mixture, evaluate it on the held-out benchmarks, write DIR/metrics.json."""
     from mixatlas.atlas import Atlas
+    from mixatlas.objectives.base import TrialFolder
     from mixatlas.objectives.proxy import resolve_mixture, train_proxy
+    from mixatlas.objectives.proxy.runtime import DistributedContext
 
     proxy_config = _load_config(config, {
         "preset": preset, "vision": vision, "lm": lm, "steps": steps, "batch_size": batch_size, "seed": seed,
         "num_workers": num_workers, "threads": threads, "bf16": bf16, "compile": compile_model,
     })
     mix = resolve_mixture(mixture, Atlas.load(atlas))
+    folder, main_rank = TrialFolder(out), DistributedContext.from_env().is_main
+    if main_rank:
+        folder.start(mix)
     result = train_proxy(atlas, mix, proxy_config, out, proxy_config.seed, save_model=save_model)
+    if not main_rank:
+        return
+    folder.finish(result)
     _print_metrics(result.metrics, f"proxy metrics ({result.cost_s:.1f} s) -> {out / 'metrics.json'}")
+    if track:
+        from mixatlas.tracking import log_proxy_run
+
+        config_dict = proxy_config.model_dump(mode="json")
+        where = log_proxy_run(track, track_uri, out, config_dict, mix, result.metrics, result.curve)
+        console.print(f"logged the run to {track} ({where})", highlight=False)
 
 
 @proxy_app.command("eval")
