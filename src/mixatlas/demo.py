@@ -234,9 +234,9 @@ def _final_evaluation(out: Path, studies: list[Path], plan: DemoPlan, spec: dict
             for handle in executor.wait(list(pending), timeout=1.0):
                 name, r = pending.pop(handle)
                 outcome = executor.result(handle)
-                if not outcome["ok"]:
-                    raise MixAtlasError(f"final evaluation of {name} at seed {r}: {outcome['error']}; rerun")
-                values.setdefault(name, {})[str(r)] = target.value(outcome["result"]["metrics"])
+                if not outcome.ok:
+                    raise MixAtlasError(f"final evaluation of {name} at seed {r}: {outcome.error}; rerun")
+                values.setdefault(name, {})[str(r)] = target.value(outcome.result.metrics)
                 record.write_text(json.dumps(values, indent=1))
                 bar.advance(task)
     return {name: [by_seed[str(r)] for r in range(plan.final_seeds)] for name, by_seed in values.items()}

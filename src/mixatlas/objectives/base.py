@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +62,11 @@ class Result:
         return cls(metrics=metrics, curve=curve, cost_s=cost_s)
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+        """Write atomically (a scratch file renamed into place), so a killed writer leaves no half file."""
+        path = Path(path)
+        scratch = path.with_name(f".{path.name}.tmp")
+        scratch.write_text(json.dumps(self.to_dict(), indent=1))
+        os.replace(scratch, path)
 
     @classmethod
     def load(cls, path: Path) -> Result:
@@ -72,6 +77,37 @@ class Result:
         except (OSError, json.JSONDecodeError) as exc:
             raise MixAtlasError(f"{path}: unreadable metrics JSON ({exc})") from None
         return cls.from_dict(data, origin=str(path))
+
+
+@dataclass(frozen=True)
+class TrialFolder:
+    """One trial's folder and its contract files; the one place that names and writes them.
+
+    Owner: whoever runs the objective (the search loop's `run_trial`; `mixatlas proxy train` outside a
+    search) calls `start` before `objective.evaluate` and `finish` after it. Objectives return a Result and
+    add only their own files (a trainer's log, a model); the command objective calls `start` itself
+    because the command reads `mixture.json`.
+    """
+
+    path: Path
+
+    @property
+    def mixture_json(self) -> Path:
+        return Path(self.path) / "mixture.json"
+
+    @property
+    def metrics_json(self) -> Path:
+        return Path(self.path) / "metrics.json"
+
+    def start(self, mixture: Mixture) -> None:
+        """Create the folder, write `mixture.json`, drop a stale `metrics.json` of an earlier attempt."""
+        Path(self.path).mkdir(parents=True, exist_ok=True)
+        mixture.save(self.mixture_json)
+        self.metrics_json.unlink(missing_ok=True)
+
+    def finish(self, result: Result) -> None:
+        """Write `metrics.json` (atomically: it marks the trial complete)."""
+        result.save(self.metrics_json)
 
 
 @runtime_checkable

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from mixatlas.errors import MixAtlasError
-from mixatlas.objectives.base import Result, TrialContext
+from mixatlas.objectives.base import Result, TrialContext, TrialFolder
 from mixatlas.space import Mixture
 
 PLACEHOLDERS = ("{mixture_json}", "{trial_dir}", "{trial_id}", "{seed}")
@@ -46,7 +46,7 @@ class CommandObjective:
     def command_for(self, ctx: TrialContext) -> list[str]:
         """The argv of one trial, placeholders replaced."""
         values = {
-            "{mixture_json}": str(Path(ctx.trial_dir) / "mixture.json"),
+            "{mixture_json}": str(TrialFolder(Path(ctx.trial_dir)).mixture_json),
             "{trial_dir}": str(ctx.trial_dir),
             "{trial_id}": str(ctx.trial_id),
             "{seed}": str(ctx.seed),
@@ -60,10 +60,9 @@ class CommandObjective:
 
     def evaluate(self, mixture: Mixture, ctx: TrialContext) -> Result:
         trial_dir = Path(ctx.trial_dir)
-        trial_dir.mkdir(parents=True, exist_ok=True)
-        mixture.save(trial_dir / "mixture.json")
-        metrics_path = trial_dir / "metrics.json"
-        metrics_path.unlink(missing_ok=True)  # a stale file from an interrupted attempt must not count
+        folder = TrialFolder(trial_dir)
+        folder.start(mixture)  # the command's input; drops a stale metrics.json of an earlier attempt
+        metrics_path = folder.metrics_json
         argv = self.command_for(ctx)
         env = {**os.environ, **self.env}
         started = time.monotonic()

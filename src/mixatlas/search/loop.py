@@ -16,6 +16,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from mixatlas.errors import MixAtlasError
 from mixatlas.executors import Executor, Handle
-from mixatlas.objectives.base import Objective, Result, TrialContext
+from mixatlas.objectives.base import Objective, Result, TrialContext, TrialFolder
 from mixatlas.search.base import History
 from mixatlas.search.study import Study, Trial
 from mixatlas.space import Mixture
@@ -51,6 +52,22 @@ def trial_dir_for(runs_dir: Path, trial_id: int) -> Path:
     return Path(runs_dir) / f"trial-{trial_id:05d}"
 
 
+@dataclass
+class TrialOutcome:
+    """What one attempt sends back from its worker (plain data: it crosses process/machine boundaries).
+
+    `result` when the objective returned one, else `error` (a one-line reason); `worker` is "host:pid".
+    """
+
+    result: Result | None = None
+    error: str | None = None
+    worker: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+
 def run_trial(
     objective: Objective,
     mixture_dict: dict,
@@ -58,34 +75,32 @@ def run_trial(
     trial_dir: str,
     seed: int,
     timeout_s: float | None,
-) -> dict:
+) -> TrialOutcome:
     """Evaluate one mixture where the executor put us; plain data in, plain data out.
 
-    Writes `mixture.json`, `metrics.json`, `stdout.log`, `stderr.log` in `trial_dir`. Returns
-    `{"ok": True, "result": Result dict, "worker": "host:pid"}` or `{"ok": False, "error": reason, ...}`.
+    The loop owns the trial folder (`TrialFolder`): `mixture.json` before the objective runs, `metrics.json`
+    after it returned, `stdout.log` / `stderr.log` around it.
     """
-    folder = Path(trial_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = TrialFolder(Path(trial_dir))
     mixture = Mixture.from_dict(mixture_dict)
-    mixture.save(folder / "mixture.json")
-    (folder / "metrics.json").unlink(missing_ok=True)
+    folder.start(mixture)
     worker = f"{socket.gethostname()}:{os.getpid()}"
     started = time.monotonic()
     try:
-        with _output_to(folder), _time_limit(timeout_s):
-            result = objective.evaluate(mixture, TrialContext(trial_id, folder, seed))
+        with _output_to(folder.path), _time_limit(timeout_s):
+            result = objective.evaluate(mixture, TrialContext(trial_id, folder.path, seed))
         if not isinstance(result, Result):
             raise TypeError(f"objective returned {type(result).__name__}, expected Result")
     except TrialTimeout:
-        return {"ok": False, "error": f"timed out after {timeout_s:g} s", "worker": worker}
+        return TrialOutcome(error=f"timed out after {timeout_s:g} s", worker=worker)
     except Exception as exc:
-        with open(folder / "stderr.log", "a") as err:
+        with open(folder.path / "stderr.log", "a") as err:
             err.write(traceback.format_exc())
-        return {"ok": False, "error": _one_line(exc), "worker": worker}
+        return TrialOutcome(error=_one_line(exc), worker=worker)
     if result.cost_s is None:
         result.cost_s = time.monotonic() - started
-    result.save(folder / "metrics.json")
-    return {"ok": True, "result": result.to_dict(), "worker": worker}
+    folder.finish(result)
+    return TrialOutcome(result=result, worker=worker)
 
 
 def run_search(
@@ -135,7 +150,7 @@ def run_search(
             for handle in _overrun(executor, inflight, timeout_s):
                 trial, _ = inflight.pop(handle)
                 executor.cancel(handle)
-                outcome = {"ok": False, "error": f"timed out after {timeout_s:g} s; worker killed"}
+                outcome = TrialOutcome(error=f"timed out after {timeout_s:g} s; worker killed")
                 failures += _record_outcome(study, trial, outcome, retries)
             if failures > max_failures:
                 last = study.trials("failed")[-1]
@@ -185,22 +200,20 @@ def _history_for_proposals(study: Study) -> History:
     return dataclasses.replace(history, pending_params=pending)
 
 
-def _collect(executor: Executor, handle: Handle) -> dict:
+def _collect(executor: Executor, handle: Handle) -> TrialOutcome:
     try:
         return executor.result(handle)
     except Exception as exc:  # the worker process / node / job died under the trial
-        return {"ok": False, "error": f"lost its worker: {_one_line(exc)}"}
+        return TrialOutcome(error=f"lost its worker: {_one_line(exc)}")
 
 
-def _record_outcome(study: Study, trial: Trial, outcome: dict, retries: int) -> int:
+def _record_outcome(study: Study, trial: Trial, outcome: TrialOutcome, retries: int) -> int:
     """Store one finished attempt; returns 1 if it failed, else 0."""
-    worker = outcome.get("worker")
-    error = outcome.get("error")
-    if outcome.get("ok"):
+    worker = outcome.worker
+    error = outcome.error
+    if outcome.result is not None:
         try:
-            study.finish_trial(
-                trial.id, Result.from_dict(outcome["result"], origin="trial result"), worker=worker
-            )
+            study.finish_trial(trial.id, outcome.result, worker=worker)
             return 0
         except MixAtlasError as exc:  # missing or non-finite target metric
             error = str(exc)

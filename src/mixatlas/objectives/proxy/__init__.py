@@ -19,6 +19,9 @@ __all__ = ["ProxyConfig", "ProxyObjective", "TinyArch", "resolve_mixture", "trai
 class ProxyObjective:
     """Trains one proxy per trial in `ctx.trial_dir` with `ctx.seed`; metrics as in `train_proxy`.
 
+    The trial folder's `mixture.json` / `metrics.json` are the caller's (`TrialFolder`); the trainer adds
+    `train_log.jsonl` and `proxy.yaml`.
+
     `config` is a ProxyConfig, its dict, or a YAML path. Example:
         objective = ProxyObjective("examples/proxy.yaml", "runs/atlas")
         result = objective.evaluate(mixture, TrialContext(0, Path("runs/t0"), seed=0))

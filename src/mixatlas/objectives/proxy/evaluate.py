@@ -12,14 +12,17 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Result
 from mixatlas.objectives.proxy import metrics as M
+from mixatlas.objectives.proxy.config import ProxyConfig
 from mixatlas.objectives.proxy.data import EncodedSamples, ImageLoader, collate, encode_all
 from mixatlas.objectives.proxy.model import ProxyModel
+from mixatlas.objectives.proxy.runtime import autocast_factory
 from mixatlas.objectives.proxy.tokenizer import IGNORE_INDEX
 
 
@@ -81,7 +84,7 @@ def eval_dir_of(config, atlas) -> Path:
 
 def load_benchmarks(atlas, config) -> list[Benchmark]:
     """The benchmarks a proxy config names (all in the eval folder by default), typed by the atlas's rules."""
-    rules = atlas.info.get("task_rules", "rules")
+    rules = atlas.info.task_rules
     files = benchmark_files(eval_dir_of(config, atlas), config.eval_benchmarks)
     return [read_benchmark(path, config.eval_samples, rules) for path in files]
 
@@ -172,16 +175,15 @@ def score_answers(bench: Benchmark, predictions: list[str], references: list[str
 
 
 def evaluate_benchmarks(
-    proxy: ProxyModel,
-    benchmarks: list[Benchmark],
-    generate: bool,
-    batch_size: int,
-    max_len: int,
-    max_new_tokens: int,
-    device,
-    autocast,
+    proxy: ProxyModel, benchmarks: list[Benchmark], config: ProxyConfig, device: Any
 ) -> dict[str, float]:
-    """Metrics `"<benchmark>/nll"` (+ em/anls/iou50 when `generate`) for each benchmark and `"avg/nll"`."""
+    """Metrics `"<benchmark>/nll"` (+ em/anls/iou50 with `config.eval_generate`) and `"avg/nll"`.
+
+    Batches of `config.eval_batch_size` cut at `config.max_len`; greedy answers of at most
+    `config.eval_max_new_tokens` tokens; bf16 autocast on `device` when `config.bf16`.
+    """
+    autocast = autocast_factory(config, device)
+    batch_size, max_len = config.eval_batch_size, config.max_len
     proxy.model.eval()
     results: dict[str, float] = {}
     for bench in benchmarks:
@@ -190,34 +192,26 @@ def evaluate_benchmarks(
         items = encode_all(EncodedSamples(bench.image_refs, bench.conversations, proxy.chat, images), 0)
         sums, counts = answer_nll(proxy, items, batch_size, max_len, device, autocast)
         results[f"{bench.name}/nll"] = M.nll_per_token(sums.tolist(), counts.tolist())
-        if generate:
-            preds, refs = greedy_answers(proxy, bench, items, batch_size, max_new_tokens, device, autocast)
+        if config.eval_generate:
+            preds, refs = greedy_answers(
+                proxy, bench, items, batch_size, config.eval_max_new_tokens, device, autocast
+            )
             results.update({f"{bench.name}/{k}": v for k, v in score_answers(bench, preds, refs).items()})
     finite = [results[f"{b.name}/nll"] for b in benchmarks if math.isfinite(results[f"{b.name}/nll"])]
     results["avg/nll"] = float(np.mean(finite)) if finite else math.nan
     return results
 
 
-def evaluate_saved_proxy(proxy: ProxyModel, atlas_dir: Path, config) -> Result:
+def evaluate_saved_proxy(proxy: ProxyModel, atlas_dir: Path, config: ProxyConfig) -> Result:
     """Metrics of a saved proxy on the benchmarks its config names (CPU, or the first GPU)."""
     import torch
 
     from mixatlas.atlas import Atlas
-    from mixatlas.objectives.proxy.train import autocast_factory
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     started = time.perf_counter()
     atlas = Atlas.load(atlas_dir)
     benchmarks = load_benchmarks(atlas, config)
     proxy.model.to(device)
-    metrics = evaluate_benchmarks(
-        proxy,
-        benchmarks,
-        config.eval_generate,
-        config.eval_batch_size,
-        config.max_len,
-        config.eval_max_new_tokens,
-        device,
-        autocast_factory(config, device),
-    )
+    metrics = evaluate_benchmarks(proxy, benchmarks, config, device)
     return Result(metrics=metrics, cost_s=round(time.perf_counter() - started, 3))

@@ -1,7 +1,9 @@
-"""Train one proxy on one mixture, evaluate it on the held-out benchmarks, write the run folder.
+"""Train one proxy on one mixture, evaluate it on the held-out benchmarks, return its Result.
 
-Run folder: `metrics.json` (the Result contract), `mixture.json`, `train_log.jsonl` (one line per optimizer
-step, appended as training goes so a killed run keeps its curve), `proxy.yaml`, and `model/` when asked.
+The trainer adds its own files to the run folder: `train_log.jsonl` (one line per optimizer step, appended
+as training goes so a killed run keeps its curve), `proxy.yaml`, and `model/` when asked. The folder's
+contract files (`mixture.json`, `metrics.json`) belong to its owner (`TrialFolder`: the search loop, or
+`mixatlas proxy train`), never to the trainer.
 Multi-GPU: launch with `torchrun --nproc-per-node G "$(which mixatlas)" proxy train ...`; every rank
 trains on its own slice of the stream under DDP and rank 0 evaluates and writes.
 """
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,35 +34,10 @@ from mixatlas.objectives.proxy.data import (
 )
 from mixatlas.objectives.proxy.evaluate import evaluate_benchmarks, load_benchmarks
 from mixatlas.objectives.proxy.model import ProxyModel, build_tiny_proxy, load_pretrained_proxy
+from mixatlas.objectives.proxy.runtime import DistributedContext, autocast_factory
 from mixatlas.space import Mixture
 
 ATLAS_COLUMNS = ["image", "concept", "task", "conversations"]
-
-
-@dataclass(frozen=True)
-class DistributedContext:
-    """This process's place in a torchrun launch (rank 0 of 1 when launched plainly)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_env(cls) -> DistributedContext:
-        return cls(
-            int(os.environ.get("RANK", 0)),
-            int(os.environ.get("WORLD_SIZE", 1)),
-            int(os.environ.get("LOCAL_RANK", 0)),
-        )
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def device(self):
-        import torch
-
-        return torch.device(f"cuda:{self.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
 
 
 @dataclass
@@ -117,21 +93,6 @@ def build_proxy(config: ProxyConfig, atlas_dir: Path, conversations: list[str]) 
     return load_pretrained_proxy(config.vision, config.lm)
 
 
-def autocast_factory(config: ProxyConfig, device):
-    """A zero-argument context factory: bf16 autocast when `config.bf16`, else a no-op."""
-    import torch
-
-    if config.bf16:
-        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    scratch = path.with_name(f".{path.name}.tmp")
-    scratch.write_text(json.dumps(data, indent=1))
-    os.replace(scratch, path)
-
-
 def _training_batches(proxy: ProxyModel, rows: AtlasRows, order: np.ndarray, config: ProxyConfig):
     """Tiny preset: encode + decode each needed sample once, then batch from memory; custom: worker stream."""
     dataset = EncodedSamples(rows.image_refs, rows.conversations, proxy.chat, ImageLoader(proxy.image_size))
@@ -155,7 +116,10 @@ def train_proxy(
     progress: bool = True,
     save_model: bool = False,
 ) -> Result:
-    """Train a proxy on `mixture` for `config.steps` steps, evaluate it, write `out_dir`; return its Result.
+    """Train a proxy on `mixture` for `config.steps` steps, evaluate it on rank 0, return its Result.
+
+    Writes `train_log.jsonl`, `proxy.yaml` (and `model/` with `save_model`) in `out_dir`; ranks other than 0
+    return a Result with no metrics.
 
     Deterministic on CPU for a seed: the sample stream, the initial weights and the data order all derive
     from `seed`. Metrics: `"<benchmark>/nll"` (+ em / anls / iou50 with `eval_generate`) and `"avg/nll"`.
@@ -188,31 +152,20 @@ def train_proxy(
 
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        mixture.save(out_dir / "mixture.json")
         config.to_yaml(out_dir / "proxy.yaml")
     batches = _training_batches(proxy, rows, stream[dist.rank :: dist.world_size], config)
     step_fn = _StepRunner(model, optimizer, scheduler, config, device, autocast, dist)
     curve = _train_loop(step_fn, batches, config.steps, out_dir / "train_log.jsonl", progress, started, dist)
     if not dist.is_main:
-        _finish_distributed(dist)
+        dist.finish()
         return Result(metrics={}, curve=curve, cost_s=time.perf_counter() - started)
 
-    metrics = evaluate_benchmarks(
-        proxy,
-        benchmarks,
-        config.eval_generate,
-        config.eval_batch_size,
-        config.max_len,
-        config.eval_max_new_tokens,
-        device,
-        autocast,
-    )
+    metrics = evaluate_benchmarks(proxy, benchmarks, config, device)
     if save_model:
         proxy.model.save_pretrained(out_dir / "model")
         proxy.chat.tokenizer.save_pretrained(out_dir / "model")
     result = Result(metrics=metrics, curve=curve, cost_s=round(time.perf_counter() - started, 3))
-    _write_json_atomic(out_dir / "metrics.json", result.to_dict())
-    _finish_distributed(dist)
+    dist.finish()
     return result
 
 
@@ -232,14 +185,6 @@ def _parallel_model(model, config: ProxyConfig, dist: DistributedContext):
             ids = [dist.local_rank]
         model = DistributedDataParallel(model, device_ids=ids)
     return torch.compile(model) if config.compile else model
-
-
-def _finish_distributed(dist: DistributedContext) -> None:
-    if dist.world_size > 1:
-        import torch.distributed as torch_dist
-
-        torch_dist.barrier()
-        torch_dist.destroy_process_group()
 
 
 def _optimizer(model, config: ProxyConfig):
