@@ -1,0 +1,94 @@
+"""Packed rows and chunked cross-entropy compute the same loss as padded rows and the full-logits loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mixatlas.errors import MixAtlasError
+from mixatlas.objectives.proxy.config import TinyArch
+from mixatlas.objectives.proxy.loss import linear_cross_entropy, proxy_loss
+from mixatlas.objectives.proxy.model import llava_from_configs, tiny_configs
+from mixatlas.objectives.proxy.packing import device_batch, first_fit_rows, pack, padded
+from mixatlas.objectives.proxy.tokenizer import IGNORE_INDEX
+
+PAD, IMAGE, VOCAB, SIZE = 0, 1, 300, 32
+ARCH = TinyArch(vision_hidden=32, lm_hidden=32, vocab_size=300)
+
+
+def tiny_llava():
+    torch.manual_seed(0)
+    vision, text = tiny_configs(ARCH, SIZE, VOCAB, max_len=64)
+    model = llava_from_configs(vision, text, IMAGE)
+    return model.eval()
+
+
+def items(n: int, seed: int) -> list[dict]:
+    """Chat-like samples: image tokens, a prompt (ignored) and an answer (supervised), varied lengths."""
+    rng = np.random.default_rng(seed)
+    patches = (SIZE // ARCH.patch_size) ** 2
+    out = []
+    for _ in range(n):
+        prompt = rng.integers(2, VOCAB, rng.integers(2, 9)).tolist()
+        answer = rng.integers(2, VOCAB, rng.integers(1, 7)).tolist()
+        ids = [5, *[IMAGE] * patches, *prompt, *answer]
+        labels = [IGNORE_INDEX] * (len(ids) - len(answer)) + answer
+        image = rng.integers(0, 256, (3, SIZE, SIZE), dtype=np.uint8)
+        out.append({"input_ids": ids, "labels": labels, "image": image})
+    return out
+
+
+def test_first_fit_rows_keeps_every_item_once_and_respects_capacity():
+    lengths = [7, 3, 9, 2, 5, 5, 1]
+    rows = first_fit_rows(lengths, 10)
+    assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in row) <= 10 for row in rows)
+    assert len(rows) == 4  # 32 tokens need at least 4 rows of 10
+
+
+def test_packed_and_padded_batches_give_the_same_loss():
+    model = tiny_llava()
+    batch_items = items(6, seed=1)
+    reference = padded(batch_items, PAD, max_len=40)
+    packed = pack(batch_items, PAD, max_len=40, pack_len=48)
+    assert packed["input_ids"].shape[0] < len(batch_items)  # samples really share rows
+    assert int(packed["tokens"]) == int(reference["tokens"])
+    with torch.no_grad():
+        full = model(**device_batch(reference, "cpu", torch.float32)).loss
+        chunked_padded = proxy_loss(model, device_batch(reference, "cpu", torch.float32), chunk=5)
+        chunked_packed = proxy_loss(model, device_batch(packed, "cpu", torch.float32), chunk=5)
+    assert abs(float(full) - float(chunked_padded)) < 1e-5
+    assert abs(float(full) - float(chunked_packed)) < 1e-5
+
+
+def test_packed_gradients_match_padded_gradients():
+    model = tiny_llava()
+    batch_items = items(5, seed=2)
+    grads = []
+    for batch in (padded(batch_items, PAD, 40), pack(batch_items, PAD, 40, 64)):
+        model.zero_grad()
+        proxy_loss(model, device_batch(batch, "cpu", torch.float32), chunk=3).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
+def test_linear_cross_entropy_equals_full_logits_reference():
+    torch.manual_seed(3)
+    hidden = torch.randn(37, 16, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(50, 16, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 50, (37,))
+    ours = linear_cross_entropy(hidden, weight, target, chunk=8)
+    (3.0 * ours).backward()
+    got = (hidden.grad.clone(), weight.grad.clone())
+    hidden.grad, weight.grad = None, None
+    ref = torch.nn.functional.cross_entropy(hidden @ weight.T, target)
+    (3.0 * ref).backward()
+    assert torch.allclose(ours, ref, atol=1e-12)
+    assert torch.allclose(got[0], hidden.grad, atol=1e-12)
+    assert torch.allclose(got[1], weight.grad, atol=1e-12)
+
+
+def test_pack_rejects_rows_shorter_than_a_sample():
+    with pytest.raises(MixAtlasError, match="pack_len"):
+        pack(items(2, seed=4), PAD, max_len=40, pack_len=20)
