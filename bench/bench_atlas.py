@@ -56,7 +56,7 @@ def bench_kmeans(n: int, seed: int = 0) -> dict:
 
 def write_cache(folder: Path, n: int, seed: int = 0) -> None:
     """An EmbeddingCache of n samples (shards of SHARD_SIZE), as the embedding pass would leave it."""
-    from mixatlas.atlas.atlas import SHARD_SIZE, EmbeddingCache
+    from mixatlas.atlas.cache import SHARD_SIZE, EmbeddingCache
 
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((K, DIM)).astype(np.float32)
@@ -81,7 +81,8 @@ def write_cache(folder: Path, n: int, seed: int = 0) -> None:
 
 def build_table_child(cache_dir: str, out_dir: str, queue: multiprocessing.Queue) -> None:
     """Fresh process: clustering + samples.parquet from the cache; reports seconds and peak RSS."""
-    from mixatlas.atlas.atlas import KMEANS_MAX_TRAIN, EmbeddingCache, training_sample, write_samples_table
+    from mixatlas.atlas.build import KMEANS_MAX_TRAIN, training_sample, write_samples_table
+    from mixatlas.atlas.cache import EmbeddingCache
     from mixatlas.atlas.cluster import kmeans
 
     manifest = json.loads((Path(cache_dir) / "manifest.json").read_text())

@@ -30,7 +30,7 @@ def write_atlas(folder: Path, rows: int, seed: int = 0) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mixatlas.atlas.atlas import ATLAS_VERSION
+    from mixatlas.atlas import AtlasInfo
 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -51,11 +51,11 @@ def write_atlas(folder: Path, rows: int, seed: int = 0) -> None:
     pq.write_table(table, folder / "samples.parquet")
     counts = np.zeros((K, len(TASKS)), np.int64)
     np.add.at(counts, (concept, task_idx), 1)
-    info = {"version": ATLAS_VERSION, "corpus": "synthetic", "k": K, "tasks": list(TASKS),
-            "concepts": [f"c{i}" for i in range(K)], "counts": counts.tolist(), "n_samples": rows,
-            "fingerprint": f"bench-{rows}-{seed}", "centroids_fingerprint": "bench", "embedder": "none",
-            "seed": seed, "parent": None}
-    (folder / "atlas.json").write_text(json.dumps(info))
+    info = AtlasInfo(corpus="synthetic", format="jsonl", source_field=None, embedder="none", k=K,
+                     tasks=tuple(TASKS), task_rules="rules", concepts=tuple(f"c{i}" for i in range(K)),
+                     counts=counts.tolist(), n_samples=rows, rejects=0, rejects_by_reason={},
+                     fingerprint=f"bench-{rows}-{seed}", centroids_fingerprint="bench", seed=seed)
+    info.write(folder / "atlas.json")
 
 
 def run_one(atlas_dir: Path, samples: int, out: Path) -> dict:

@@ -52,7 +52,7 @@ def synth_atlas(synth_corpus: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def test_pixels_atlas_recovers_domains_and_tasks(synth_atlas: Atlas, synth_corpus: Path) -> None:
     meta = truth(synth_corpus)
     table = synth_atlas.table().to_pydict()
-    assert len(table["id"]) == len(meta) == synth_atlas.info["n_samples"]
+    assert len(table["id"]) == len(meta) == synth_atlas.info.n_samples
     domains = [meta[sample_id]["domain"] for sample_id in table["id"]]
     assert adjusted_rand_score(domains, table["concept"]) >= 0.8
     typed = zip(table["id"], table["task"], strict=True)
@@ -77,7 +77,7 @@ def test_atlas_folder_follows_the_contract(synth_atlas: Atlas, synth_corpus: Pat
     np.testing.assert_array_equal(atlas.counts, crosstab)
     assert atlas.centroids().shape[0] == 8 and atlas.centroids().dtype == np.float32
     assert atlas.corpus == synth_corpus.resolve() and atlas.embedder == "pixels"
-    assert atlas.info["parent"] is None and atlas.info["rejects"] == 0
+    assert atlas.info.parent is None and atlas.info.rejects == 0
     assert len(atlas.fingerprint) == 16 and len(atlas.centroids_fingerprint) == 16
     assert all(name.startswith(f"c{j}-") for j, name in enumerate(atlas.concepts))
     with Image.open(atlas.dir / "exemplars.png") as grid:
@@ -96,7 +96,7 @@ def test_assign_maps_another_seed_onto_the_same_concepts(
     assigned = assign_atlas(synth_atlas.dir, other, tmp_path / "B", workers=0, progress=False)
     assert assigned.centroids_fingerprint == synth_atlas.centroids_fingerprint
     assert assigned.concepts == synth_atlas.concepts and assigned.fingerprint != synth_atlas.fingerprint
-    assert assigned.info["parent"]["dir"] == str(synth_atlas.dir)
+    assert assigned.info.parent.dir == str(synth_atlas.dir)
     np.testing.assert_array_equal(assigned.centroids(), synth_atlas.centroids())
     for domain, concepts in majority_concepts(assigned, truth(other)).items():
         assert concepts[home[domain]] / sum(concepts.values()) >= 0.95, domain
@@ -126,10 +126,10 @@ def test_rejects_list_exactly_the_corrupt_images_and_malformed_lines(tmp_path: P
     atlas = build_atlas(corpus, tmp_path / "A", k=4, workers=0, progress=False)
     rejects = [json.loads(line) for line in (atlas.dir / "rejects.jsonl").read_text().splitlines()]
     assert {reject["where"] for reject in rejects} == bad_images | bad_lines
-    assert len(rejects) == atlas.info["rejects"] == 6
-    assert atlas.info["rejects_by_reason"] == {"corrupt image": 3, "malformed JSON": 3}
+    assert len(rejects) == atlas.info.rejects == 6
+    assert atlas.info.rejects_by_reason == {"corrupt image": 3, "malformed JSON": 3}
     assert all(Path(reject["file"]).name == "train.jsonl" for reject in rejects)
-    assert atlas.info["n_samples"] == 300 - 6
+    assert atlas.info.n_samples == 300 - 6
     assert set(atlas.table(["offset"]).column("offset").to_pylist()).isdisjoint(bad_images | bad_lines)
 
     with pytest.raises(MixAtlasError, match=r"train\.jsonl:7: corrupt image"):
@@ -171,7 +171,7 @@ def test_interrupted_decomposition_resumes_from_finished_shards(tmp_path: Path) 
     assert sorted(finished) == ["shard-00000.npy", "shard-00001.npy"]
     broken.write_bytes(good_bytes)
     atlas = build_atlas(corpus, tmp_path / "A", k=4, workers=0, progress=False, shard_size=64)
-    assert atlas.info["n_samples"] == 200 and atlas.info["rejects"] == 0
+    assert atlas.info.n_samples == 200 and atlas.info.rejects == 0
     resumed = shard_times(atlas.dir)
     assert all(resumed[name] == finished[name] for name in finished) and len(resumed) == 4
 

@@ -46,11 +46,11 @@ def _read_prompts(path: Path | None) -> list[str] | None:
 
 
 def _summary(atlas: Atlas, verb: str) -> None:
-    rejects = atlas.info["rejects"]
-    console.print(f"{verb} [bold]{atlas.dir}[/]: {atlas.info['n_samples']} samples, {atlas.k} concepts x "
+    rejects = atlas.info.rejects
+    console.print(f"{verb} [bold]{atlas.dir}[/]: {atlas.info.n_samples} samples, {atlas.k} concepts x "
                   f"{len(atlas.tasks)} tasks, embedder {atlas.embedder}", soft_wrap=True)
     if rejects:
-        reasons = ", ".join(f"{reason} {count}" for reason, count in atlas.info["rejects_by_reason"].items())
+        reasons = ", ".join(f"{reason} {count}" for reason, count in atlas.info.rejects_by_reason.items())
         console.print(f"[yellow]{rejects} rejected inputs[/] ({reasons}) listed in "
                       f"{atlas.dir / 'rejects.jsonl'}", soft_wrap=True)
 
@@ -94,10 +94,11 @@ def show(
     if as_json:
         keys = ("corpus", "embedder", "k", "tasks", "concepts", "counts", "n_samples", "rejects",
                 "rejects_by_reason", "fingerprint", "centroids_fingerprint", "parent")
-        summary = {key: atlas.info.get(key) for key in keys}
+        info = atlas.info.to_dict()
+        summary = {key: info[key] for key in keys}
         typer.echo(json.dumps(summary, indent=1))
         return
-    table = Table(title=f"{atlas.dir.name}: {atlas.info['n_samples']} samples, embedder {atlas.embedder}")
+    table = Table(title=f"{atlas.dir.name}: {atlas.info.n_samples} samples, embedder {atlas.embedder}")
     table.add_column("#", justify="right")
     table.add_column("concept")
     for task in atlas.tasks:
@@ -108,8 +109,8 @@ def show(
     table.add_section()
     table.add_row("", "total", *(str(c) for c in counts.sum(axis=0)), str(counts.sum()), style="bold")
     Console().print(table)  # the table is the command's output: stdout, unlike progress and notes
-    if atlas.info.get("rejects"):
-        console.print(f"{atlas.info['rejects']} rejected inputs listed in {atlas.dir / 'rejects.jsonl'}")
+    if atlas.info.rejects:
+        console.print(f"{atlas.info.rejects} rejected inputs listed in {atlas.dir / 'rejects.jsonl'}")
 
 
 @atlas_app.command("assign")
