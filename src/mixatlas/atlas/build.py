@@ -23,8 +23,9 @@ from mixatlas.atlas.cluster import (
     normalize_rows,
 )
 from mixatlas.atlas.embed import Embedder, make_embedder
-from mixatlas.atlas.embedding_pass import embed_corpus, progress_bar
+from mixatlas.atlas.embedding_pass import embed_corpus
 from mixatlas.atlas.folder import Atlas, AtlasInfo, AtlasParent, table_schema
+from mixatlas.console import progress_bar
 from mixatlas.errors import MixAtlasError
 
 KMEANS_MAX_TRAIN = 200_000

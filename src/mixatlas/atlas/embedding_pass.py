@@ -1,7 +1,7 @@
 """The embedding pass: read the corpus, decode and preprocess images in workers, encode, store shards.
 
 Rejects (malformed records, missing or corrupt images) reach the rejects list in corpus order
-(`OrderedRejects`), whether the reader or a decoding worker found them.
+(`_OrderedRejects`), whether the reader or a decoding worker found them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import json
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 from mixatlas.atlas.cache import EmbeddingCache
 from mixatlas.atlas.embed import Embedder
 from mixatlas.atlas.folder import ROW_COLUMNS
+from mixatlas.console import progress_bar
 from mixatlas.errors import MixAtlasError
 
 
@@ -60,19 +60,6 @@ class _ShardBuffer:
     embeddings: list = field(default_factory=list)
     rows: dict = field(default_factory=lambda: {column: [] for column in ROW_COLUMNS})
     rejects: list = field(default_factory=list)
-
-
-@contextmanager
-def progress_bar(show: bool, description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar when `show`; yields `advance(n)`."""
-    if not show:
-        yield lambda n: None
-        return
-    from mixatlas.cli.console import progress
-
-    with progress() as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
 
 
 class _OrderedRejects:
