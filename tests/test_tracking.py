@@ -49,7 +49,8 @@ def test_proxy_run_reads_back_from_mlflow(proxy_run):
     assert [m.value for m in history] == pytest.approx([loss for _, loss in saved.curve])
     assert run.data.metrics["avg/nll"] == pytest.approx(saved.metrics["avg/nll"])
     mixture = Mixture.load(out / "mixture.json")
-    assert float(run.data.params[f"task/{mixture.tasks[0]}"]) == pytest.approx(mixture.task_marginal[0], abs=1e-6)
+    first_task = float(run.data.params[f"task/{mixture.tasks[0]}"])
+    assert first_task == pytest.approx(mixture.task_marginal[0], abs=1e-6)
     assert run.data.params["proxy.steps"] == "4"
 
 
@@ -72,7 +73,7 @@ def test_proxy_run_reads_back_from_tensorboard(proxy_run, tmp_path):
 
 
 def test_wandb_offline_run(tmp_path):
-    pytest.importorskip("wandb", reason="wandb is optional (pip install 'mixatlas[track]'); not installed here")
+    pytest.importorskip("wandb", reason="wandb is optional (pip install 'mixatlas[track]')")
     tracker = make_tracker("wandb", "mixatlas-test", tmp_path)
     tracker.log(TrackedRun("r", {"task/ocr": 0.5}, {"avg/nll": 1.0}, [[1, 2.0], [2, 1.5]]))
     assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
@@ -84,3 +85,26 @@ def test_missing_tracker_package_is_a_one_line_error(monkeypatch):
         make_tracker("wandb", "x")
     with pytest.raises(MixAtlasError, match=r"--track comet: unknown tracker"):
         make_tracker("comet", "x")
+
+
+def test_search_logs_every_trial_to_mlflow(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from mixatlas.search.study import Study
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["search", "--synthetic", "task", "--method", "random", "--budget", "3",
+                                      "--study", "s.db", "--track", "mlflow", "--track-uri", "mlruns"])
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("s").experiment_id])
+    study = Study.open(tmp_path / "s.db")
+    logged = {run.info.run_name: run for run in runs}
+    assert sorted(logged) == [f"trial-{trial.id:05d}" for trial in study.trials()]
+    for trial in study.trials("done"):
+        run = logged[f"trial-{trial.id:05d}"]
+        assert run.data.metrics["target"] == pytest.approx(trial.value)
+        assert run.data.tags["state"] == "done"
+        weights = [float(v) for k, v in run.data.params.items() if k.startswith("task/")]
+        assert sum(weights) == pytest.approx(1.0, abs=1e-5)

@@ -46,12 +46,24 @@ def search(
     planned_samples: int | None = typer.Option(
         None, "--planned-samples", help="Epoch cap: planned samples N."
     ),
-    objective: str | None = typer.Option(None, "--objective", help="proxy|command|pool|synthetic|callable."),
+    objective: str | None = typer.Option(
+        None, "--objective", help="proxy|command|lmms-eval|pool|synthetic|callable."
+    ),
     command: str | None = typer.Option(
         None, "--command", help='Argv template, e.g. "python train.py {trial_dir}".'
     ),
     function: str | None = typer.Option(
         None, "--function", help="Callable objective: package.module:function."
+    ),
+    lmms_tasks: str | None = typer.Option(
+        None, "--lmms-tasks", help="lmms-eval objective: tasks run after --command trains (chartqa,ai2d)."
+    ),
+    lmms_model: str | None = typer.Option(None, "--lmms-model", help="lmms-eval --model (llava_onevision)."),
+    lmms_model_args: str | None = typer.Option(
+        None, "--lmms-model-args", help="lmms-eval --model_args (pretrained={trial_dir}/checkpoint)."
+    ),
+    lmms_eval_command: str | None = typer.Option(
+        None, "--lmms-eval-command", help='lmms-eval launcher ("python -m lmms_eval").'
     ),
     proxy_config: Path | None = typer.Option(
         None, "--proxy-config", help="proxy.yaml for the proxy objective."
@@ -89,13 +101,15 @@ def search(
     ),
     retries: int | None = typer.Option(None, "--retries", help="Retries of a failed trial (same mixture)."),
     timeout: float | None = typer.Option(None, "--timeout", help="Per-trial time limit in seconds."),
+    track: str | None = typer.Option(None, "--track", help="Log every trial to mlflow|tensorboard|wandb."),
+    track_uri: str | None = typer.Option(None, "--track-uri", help="Tracker URI or folder."),
 ) -> None:
     """Search mixtures for the best target value; rerun the same command to resume a stopped search."""
     flags = dict(locals())  # first statement: exactly the options above
     config_path = flags.pop("config")
     from mixatlas.executors import make_executor
     from mixatlas.search.config import SearchConfig, open_study
-    from mixatlas.search.loop import default_runs_dir, run_search
+    from mixatlas.search.loop import default_runs_dir, open_tracker, run_search
 
     cfg = SearchConfig.load(config_path, flags)
     study_obj, objective_obj = open_study(cfg)
@@ -126,6 +140,7 @@ def search(
             retries=cfg.retries,
             timeout_s=cfg.timeout,
             runs_dir=runs,
+            tracker=open_tracker(cfg.track, cfg.track_uri, study_obj),
         )
     print_recommendation(study_obj)
 

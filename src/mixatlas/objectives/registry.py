@@ -2,6 +2,8 @@
 
 Spec shapes (`kind` plus the kind's fields):
   command:   {"argv": ["python", "train.py", "{mixture_json}"], "timeout_s": 3600, "env": {...}}
+  lmms-eval: {"train": [...argv...], "tasks": ["chartqa"], "model": "llava_onevision", "model_args": "...",
+              "eval_command": ["python", "-m", "lmms_eval"], "batch_size": 1}  (a command objective)
   callable:  {"function": "package.module:function"}
   synthetic: {"space_mode": "joint", "seed": 0, "noise": 0.01}
   pool:      {"path": "runs.csv", "weight_cols": "weight_", "target": "loss"}
@@ -16,7 +18,7 @@ from typing import Any
 from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Objective
 
-OBJECTIVE_KINDS = ("command", "callable", "synthetic", "pool", "proxy")
+OBJECTIVE_KINDS = ("command", "lmms-eval", "callable", "synthetic", "pool", "proxy")
 
 
 def build_objective(spec: dict, atlas: Any = None) -> Objective:
@@ -26,6 +28,11 @@ def build_objective(spec: dict, atlas: Any = None) -> Objective:
         from mixatlas.objectives.command import CommandObjective
 
         return CommandObjective(_require(spec, "argv"), timeout_s=spec.get("timeout_s"), env=spec.get("env"))
+    if kind == "lmms-eval":
+        from mixatlas.objectives.lmms_eval import LmmsEvalTemplate
+
+        template = LmmsEvalTemplate.from_spec(spec)
+        return template.objective(timeout_s=spec.get("timeout_s"), env=spec.get("env"))
     if kind == "callable":
         from mixatlas.objectives.callable import CallableObjective
 

@@ -43,8 +43,13 @@ class SearchConfig(BaseModel):
     max_epochs: float | None = Field(default=None, gt=0)
     planned_samples: int | None = Field(default=None, gt=0)
     # the objective and target
-    objective: Literal["proxy", "command", "pool", "synthetic", "callable"] | None = None
+    objective: Literal["proxy", "command", "lmms-eval", "pool", "synthetic", "callable"] | None = None
     command: list[str] | None = None
+    # lmms-eval template: `command` trains, then lmms-eval runs these tasks (see objectives/lmms_eval.py)
+    lmms_tasks: list[str] | None = None
+    lmms_model: str | None = None
+    lmms_model_args: str | None = None
+    lmms_eval_command: list[str] | None = None
     function: str | None = None
     proxy_config: Path | None = None
     target: str | None = None
@@ -73,6 +78,9 @@ class SearchConfig(BaseModel):
     slurm_timeout_min: int | None = Field(default=None, gt=0)
     retries: int = Field(default=1, ge=0)
     timeout: float | None = Field(default=None, gt=0)
+    # experiment tracking of every finished trial (mixatlas.tracking): tool and its URI / folder
+    track: Literal["mlflow", "tensorboard", "wandb"] | None = None
+    track_uri: str | None = None
 
     _origin: str = PrivateAttr(default="command-line options")
 
@@ -81,6 +89,19 @@ class SearchConfig(BaseModel):
     def _split_command(cls, value: Any) -> Any:
         """A command given as one string is split like a shell would (but never run through one)."""
         return shlex.split(value) if isinstance(value, str) else value
+
+    @field_validator("lmms_eval_command", mode="before")
+    @classmethod
+    def _split_eval_command(cls, value: Any) -> Any:
+        return shlex.split(value) if isinstance(value, str) else value
+
+    @field_validator("lmms_tasks", mode="before")
+    @classmethod
+    def _split_tasks(cls, value: Any) -> Any:
+        """`chartqa,docvqa_val` (a flag) or a YAML list."""
+        if isinstance(value, str):
+            return [task.strip() for task in value.split(",") if task.strip()]
+        return value
 
     @classmethod
     def load(cls, path: Path | None = None, overrides: dict[str, Any] | None = None) -> SearchConfig:
@@ -124,7 +145,10 @@ class SearchConfig(BaseModel):
         if self.pool is not None and not self.weight_cols:
             raise MixAtlasError(f"{origin}: a pool problem needs weight_cols (the weight columns' prefix)")
         kind = self.objective_kind
-        needs = {"command": "command", "callable": "function", "proxy": "proxy_config"}
+        needs = {"command": "command", "callable": "function", "proxy": "proxy_config",
+                 "lmms-eval": "command"}
+        if kind == "lmms-eval" and not self.lmms_tasks:
+            raise MixAtlasError(f"{origin}: objective 'lmms-eval' needs lmms_tasks (--lmms-tasks A,B)")
         if kind in needs and getattr(self, needs[kind]) is None:
             raise MixAtlasError(
                 f"{origin}: objective {kind!r} needs {needs[kind]} (--{needs[kind].replace('_', '-')})"
@@ -246,6 +270,13 @@ def _atlas_objective_spec(config: SearchConfig, atlas_dir: Path) -> dict[str, An
         return {"kind": "proxy", "config": proxy_config.model_dump(mode="json"), "atlas": str(atlas_dir)}
     if kind == "command":
         return {"kind": "command", "argv": config.command}
+    if kind == "lmms-eval":
+        from mixatlas.objectives.lmms_eval import LmmsEvalTemplate
+
+        return LmmsEvalTemplate.from_spec({
+            "train": config.command, "tasks": config.lmms_tasks, "model": config.lmms_model,
+            "model_args": config.lmms_model_args, "eval_command": config.lmms_eval_command,
+        }).spec()
     if kind == "callable":
         return {"kind": "callable", "function": config.function}
     raise MixAtlasError(f"objective {kind!r} does not run on an atlas; use proxy, command or callable")

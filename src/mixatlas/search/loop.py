@@ -29,6 +29,7 @@ from mixatlas.search.base import History
 from mixatlas.search.study import Study, Trial
 from mixatlas.space import Mixture
 
+from mixatlas.tracking import TrackedRun, Tracker, make_tracker, mixture_params
 # Extra time the loop grants a trial past `timeout_s` before killing its worker (the in-worker alarm
 # should have stopped it already; this catches code stuck outside Python, e.g. in a C call).
 _HARD_TIMEOUT_GRACE_S = 10.0
@@ -114,9 +115,12 @@ def run_search(
     runs_dir: Path | None = None,
     progress: bool = True,
 ) -> Study:
+    tracker: Tracker | None = None,
     """Run (or resume) `study` until it has exactly `study.budget` done trials.
 
     A trial that raises, times out, returns a NaN/missing target metric, or loses its worker is marked
+    With a `tracker`, every attempt that finishes here (done or failed) is logged as one run.
+
     `failed` with the reason and retried (same params) up to `retries` times; then the search moves on
     with a new proposal. Raises MixAtlasError if failures in this run exceed budget * (retries + 1).
     """
@@ -148,11 +152,13 @@ def run_search(
                 trial, _ = inflight.pop(handle)
                 failures += _record_outcome(study, trial, _collect(executor, handle), retries)
             for handle in _overrun(executor, inflight, timeout_s):
+                _track(tracker, study, trial.id)
                 trial, _ = inflight.pop(handle)
                 executor.cancel(handle)
                 outcome = TrialOutcome(error=f"timed out after {timeout_s:g} s; worker killed")
                 failures += _record_outcome(study, trial, outcome, retries)
             if failures > max_failures:
+                _track(tracker, study, trial.id)
                 last = study.trials("failed")[-1]
                 raise MixAtlasError(
                     f"{study.path}: {failures} trial attempts failed in this run (last, trial {last.id}: "
@@ -222,6 +228,27 @@ def _record_outcome(study: Study, trial: Trial, outcome: TrialOutcome, retries: 
 
 
 def _overrun(
+def open_tracker(kind: str | None, uri: str | None, study: Study) -> Tracker | None:
+    """The tracker a search logs its trials to (experiment = the study file's name), or None."""
+    return None if kind is None else make_tracker(kind, Path(study.path).stem, uri)
+
+
+def _track(tracker: Tracker | None, study: Study, trial_id: int) -> None:
+    """Log one finished attempt: mixture params, metrics + `target`, curve, state/error tags."""
+    if tracker is None:
+        return
+    trial = study.trial(trial_id)
+    metrics = dict(trial.metrics or {})
+    if trial.value is not None:
+        metrics["target"] = trial.value
+    tags = {"study": str(study.path), "method": study.method, "target": study.target.spec,
+            "state": trial.state}
+    if trial.error:
+        tags["error"] = trial.error[:500]
+    params = {"trial_id": trial.id, "seed": trial_seed(study, trial), **mixture_params(trial.mixture)}
+    tracker.log(TrackedRun(f"trial-{trial.id:05d}", params, metrics, trial.curve, tags))
+
+
     executor: Executor, inflight: dict[Handle, tuple[Trial, float]], timeout_s: float | None
 ) -> list:
     """Handles running past timeout + grace; scheduler-queued executors enforce limits themselves."""
