@@ -33,7 +33,7 @@ def main() -> None:
         print_public_summary,
         print_result_table,
     )
-    from mixatlas.cli.console import console, progress
+    from mixatlas.console import console, progress
     from mixatlas.objectives.public_runs import AVERAGE_METRIC, PUBLIC_PROBLEMS, public_pool
     from mixatlas.search.benchmark import measure_overhead, pool_problem, run_benchmark, synthetic_problem
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from mixatlas.cli.console import console
+from mixatlas.console import console, progress_bar
 from mixatlas.executors import make_executor
 
 AXIS_METHODS = ("gp-ucb", "regmix", "random", "uniform")
@@ -75,6 +75,8 @@ class DemoOutputs:
     recipe: Path
     manifest: Path
     report: Path
+    final: dict[str, list[float]]  # study name -> target value of its recommendation at each final seed
+    elapsed_s: float
 
 
 def study_path(out: Path, axis: str, method: str) -> Path:
@@ -110,8 +112,8 @@ def run_demo(out: Path, quick: bool = False, plan: DemoPlan | None = None) -> De
         manifest = _materialize(out, atlas, recipe, plan)
     with _stage(7, "report"):
         report = _report(out, studies, atlas, recipe)
-    _summary(recipe, final, manifest, report, time.monotonic() - started)
-    return DemoOutputs(corpus, atlas.dir, studies, recipe, manifest, report)
+    elapsed_s = time.monotonic() - started
+    return DemoOutputs(corpus, atlas.dir, studies, recipe, manifest, report, final, elapsed_s)
 
 
 @contextmanager
@@ -129,7 +131,6 @@ def _study_runs(plan: DemoPlan) -> list[tuple[str, str, int]]:
 
 
 def _corpus(out: Path, plan: DemoPlan) -> Path:
-    from mixatlas.cli.console import progress
     from mixatlas.corpus.synth import BENCHMARKS, synthesize
 
     corpus = out / "corpus"
@@ -137,11 +138,9 @@ def _corpus(out: Path, plan: DemoPlan) -> Path:
         console.print("  done already")
         return corpus
     total = plan.corpus_samples + plan.eval_per_benchmark * len(BENCHMARKS)
-    with progress(transient=True) as bar:
-        task = bar.add_task("rendering images", total=total)
+    with progress_bar(True, "rendering images", total=total, transient=True) as bar:
         synthesize(corpus, samples=plan.corpus_samples, seed=plan.seed,
-                   eval_per_benchmark=plan.eval_per_benchmark, workers=plan.parallel,
-                   progress=lambda n: bar.advance(task, n))
+                   eval_per_benchmark=plan.eval_per_benchmark, workers=plan.parallel, progress=bar)
     return corpus
 
 
@@ -200,7 +199,6 @@ def _final_evaluation(out: Path, studies: list[Path], plan: DemoPlan, spec: dict
     (and the uniform baseline, whose runs are replicates); re-training every recommendation at the same
     fresh seeds compares the mixtures themselves. Results accumulate in OUT/final_eval.json (resumable).
     """
-    from mixatlas.cli.console import progress
     from mixatlas.errors import MixAtlasError
     from mixatlas.objectives.base import Target
     from mixatlas.objectives.registry import build_objective
@@ -228,8 +226,7 @@ def _final_evaluation(out: Path, studies: list[Path], plan: DemoPlan, spec: dict
             pending[handle] = (name, r)
     if not pending:
         console.print("  done already")
-    with progress(transient=True) as bar:
-        task = bar.add_task("re-training recommendations", total=len(pending))
+    with progress_bar(True, "re-training recommendations", total=len(pending), transient=True) as bar:
         while pending:
             for handle in executor.wait(list(pending), timeout=1.0):
                 name, r = pending.pop(handle)
@@ -238,7 +235,7 @@ def _final_evaluation(out: Path, studies: list[Path], plan: DemoPlan, spec: dict
                     raise MixAtlasError(f"final evaluation of {name} at seed {r}: {outcome.error}; rerun")
                 values.setdefault(name, {})[str(r)] = target.value(outcome.result.metrics)
                 record.write_text(json.dumps(values, indent=1))
-                bar.advance(task)
+                bar(1)
     return {name: [by_seed[str(r)] for r in range(plan.final_seeds)] for name, by_seed in values.items()}
 
 
@@ -321,37 +318,3 @@ def gains(final: dict[str, list[float]],
         sd = None if noise_sd is None else noise_sd * (2.0 / len(final[name])) ** 0.5
         rows.append((axis, best, float(np.mean(final[best]) - np.mean(final[name])), sd))
     return rows
-
-
-def _summary(recipe_path: Path, final: dict[str, list[float]], manifest: Path,
-             report: Path, elapsed_s: float) -> None:
-    """The last lines: the recipe, re-evaluated scores, gp-ucb's gain over the best baseline per axis, and
-    where everything is."""
-    from rich.table import Table
-
-    from mixatlas.recipe import Recipe
-
-    recipe = Recipe.load(recipe_path)
-    noise = seed_noise_sd(final)
-    console.rule("what the demo found")
-    recipe.show(console)
-    seeds = len(next(iter(final.values())))
-    scores = Table(title=f"recommendations re-trained at {seeds} fresh seed(s) ({TARGET}, lower is better)",
-                   title_justify="left")
-    for col in ("study", "mean", "runs"):
-        scores.add_column(col)
-    for name, values in sorted(final.items(), key=lambda item: np.mean(item[1])):
-        scores.add_row(name, f"{np.mean(values):.4f}", " ".join(f"{v:.4f}" for v in values))
-    console.print(scores)
-    noise_txt = "" if noise is None else f"; sd from the seed noise {noise:.4f} between fresh seeds"
-    table = Table(title=f"gain of gp-ucb over the best baseline (> 0: gp-ucb better{noise_txt})",
-                  title_justify="left")
-    for col in ("axis", "best baseline", "gain ± sd"):
-        table.add_column(col)
-    for axis, baseline, gain, sd in gains(final, noise):
-        table.add_row(axis, baseline, f"{gain:+.4f}" + ("" if sd is None else f" ± {sd:.4f}"))
-    console.print(table)
-    console.print(f"finished in {elapsed_s / 60:.1f} min")
-    console.print(f"recipe:   {recipe_path} (from the {recipe.provenance.get('mode')} axis)", soft_wrap=True)
-    console.print(f"manifest: {manifest}", soft_wrap=True)
-    console.print(f"report:   [bold]{report}[/]", soft_wrap=True)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mixatlas.cli.console import console
+from mixatlas.console import console
 from mixatlas.errors import MixAtlasError
 
 if TYPE_CHECKING:

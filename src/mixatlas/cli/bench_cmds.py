@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from mixatlas.cli.console import console, progress
+from mixatlas.console import console, progress
 from mixatlas.errors import MixAtlasError
 
 bench_app = typer.Typer(help="Benchmark the search methods at equal budget (pool, synthetic, public runs).")

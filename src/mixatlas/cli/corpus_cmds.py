@@ -19,7 +19,7 @@ def synth(
     workers: int = typer.Option(1, "--workers", "-w", help="Rendering processes."),
 ) -> None:
     """Write the synthetic corpus: 8 image domains x 5 tasks, LLaVA JSONL + PNGs, held-out benchmarks."""
-    from mixatlas.cli.console import console, progress
+    from mixatlas.console import console, progress
     from mixatlas.corpus.synth import BENCHMARKS, synthesize
 
     if samples < 1 or eval_per_benchmark < 0 or workers < 1:

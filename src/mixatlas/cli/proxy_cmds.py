@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from mixatlas.cli.console import console
+from mixatlas.console import console
 from mixatlas.errors import MixAtlasError
 
 proxy_app = typer.Typer(help="Train and evaluate LLaVA-style proxy models.", no_args_is_help=True)

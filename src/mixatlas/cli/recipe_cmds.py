@@ -10,7 +10,8 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from mixatlas.cli.console import console
+from mixatlas.cli.views import print_recipe, show_demo_summary
+from mixatlas.console import console
 
 if TYPE_CHECKING:
     from mixatlas.recipe import Recipe
@@ -46,7 +47,7 @@ def make_recipe(
 
     recipe = recipe_from_study(study, target=target, baselines=baseline or None)
     recipe.save(out)
-    recipe.show(console)
+    print_recipe(recipe)
     console.print(f"recipe written to [bold]{out}[/]")
 
 
@@ -55,7 +56,7 @@ def show_recipe(recipe: Path = typer.Argument(..., help="Recipe YAML.")) -> None
     """Print a recipe as readable tables."""
     from mixatlas.recipe import Recipe
 
-    Recipe.load(recipe).show(console)
+    print_recipe(Recipe.load(recipe))
 
 
 @recipe_app.command("apply")
@@ -71,7 +72,7 @@ def apply_recipe_cmd(
 
     moved = apply_recipe(Recipe.load(recipe), Atlas.load(atlas), force=transfer)
     moved.save(out)
-    moved.show(console)
+    print_recipe(moved)
     _print_missing(moved)
     console.print(f"recipe for {atlas} written to [bold]{out}[/]")
 
@@ -149,7 +150,7 @@ def demo_cmd(
     """Run the whole pipeline offline: corpus -> atlas -> searches -> recipe -> manifest -> report."""
     from mixatlas.demo import run_demo
 
-    run_demo(out, quick=quick)
+    show_demo_summary(run_demo(out, quick=quick))
 
 
 def register(app: typer.Typer) -> None:

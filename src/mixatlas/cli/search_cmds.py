@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from mixatlas.cli.console import console
+from mixatlas.console import console
 
 if TYPE_CHECKING:
     from mixatlas.search.study import Study

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mixatlas.console import progress_bar
 from mixatlas.errors import MixAtlasError
 from mixatlas.recipe.recipe import Recipe, now_iso
 
@@ -224,13 +225,10 @@ def _count_sources(chunks: Iterator[np.ndarray], source_of_row: np.ndarray,
 
 def _progress_chunks(chunks: Iterator[np.ndarray], total: int, label: str) -> Iterator[np.ndarray]:
     """Pass chunks through under a progress bar."""
-    from mixatlas.cli.console import progress
-
-    with progress(transient=True) as bar:
-        task = bar.add_task(label, total=total)
+    with progress_bar(True, label, total=total, transient=True) as bar:
         for chunk in chunks:
             yield chunk
-            bar.advance(task, len(chunk))
+            bar(len(chunk))
 
 
 def _source_codes(table: pa.Table) -> tuple[list[str], np.ndarray]:

@@ -138,42 +138,6 @@ class Recipe:
         return replace(self, mixture=mixture, atlas_fingerprint=atlas_fingerprint,
                        centroids_fingerprint=centroids_fingerprint, provenance=provenance)
 
-    def show(self, console: Any = None) -> None:
-        """Print the recipe as rich tables: cell weights with marginals, then context and baselines."""
-        from mixatlas.cli.console import console as default_console
-
-        (console or default_console).print(self.renderable())
-
-    def renderable(self) -> Any:
-        """A rich renderable of the recipe (what `mixatlas recipe show` prints)."""
-        from rich.console import Group
-        from rich.table import Table
-
-        w = self.weights_kt
-        cells = Table(title="cell weights (%)", title_justify="left")
-        cells.add_column("concept")
-        for task in self.tasks:
-            cells.add_column(task, justify="right")
-        cells.add_column("total", justify="right", style="bold")
-        for name, row in zip(self.concepts, w, strict=True):
-            cells.add_row(name, *(_pct(v) for v in row), _pct(row.sum()))
-        cells.add_row("total", *(_pct(v) for v in w.sum(axis=0)), _pct(w.sum()), style="bold")
-
-        facts = Table(show_header=False, box=None, pad_edge=False)
-        facts.add_column(style="cyan")
-        facts.add_column()
-        for key, value in self.facts():
-            facts.add_row(key, value)
-        parts: list[Any] = [cells, facts]
-        if self.baselines:
-            base = Table(title="baselines (same study family)", title_justify="left")
-            for col in ("method", "mode", "best value", "trial", "trials", "study"):
-                base.add_column(col)
-            for b in self.baselines:
-                base.add_row(b.method, b.mode, f"{b.value:.4g}", str(b.trial_id), str(b.n_trials), b.study)
-            parts.append(base)
-        return Group(*parts)
-
     def facts(self) -> list[tuple[str, str]]:
         """(label, text) lines: target, prediction, observation, baseline gain, provenance, constraints."""
         prov = self.provenance
@@ -310,10 +274,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
-
-
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}"
 
 
 def now_iso() -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from mixatlas.console import progress_bar
 from mixatlas.errors import MixAtlasError
 from mixatlas.recipe.recipe import Recipe, recipe_from_study, resolve_study_path
 from mixatlas.report import figures
@@ -233,13 +234,10 @@ def build_report(studies: list[Path], out: Path, atlas: Path | None = None,
     """
     if not studies:
         raise MixAtlasError("report: give at least one study")
-    from mixatlas.cli.console import progress
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sections: list[str] = []
-    with progress(transient=True) as bar:
-        task = bar.add_task("building report", total=6)
+    with progress_bar(True, "building report", total=6, transient=True) as bar:
         views = [load_study(p) for p in studies]
         targets = {(v.target_spec, v.minimize) for v in views}
         if len(targets) > 1:
@@ -248,20 +246,20 @@ def build_report(studies: list[Path], out: Path, atlas: Path | None = None,
         target_spec, minimize = next(iter(targets))
         chosen = _pick_recipe_study(views)
         shown = Recipe.load(recipe) if recipe else recipe_from_study(chosen.path)
-        bar.advance(task)
+        bar(1)
 
         figures.recipe_heatmap(shown.weights_kt, shown.concepts, shown.tasks, out / "recipe_heatmap.png",
                                title=f"recipe ({shown.provenance.get('method', '?')}, "
                                      f"{shown.provenance.get('mode', '?')} axis)")
         sections.append("<h2>Recipe</h2>" + _recipe_section(shown)
                         + "<img src='recipe_heatmap.png' alt='recipe heatmap'>")
-        bar.advance(task)
+        bar(1)
 
         figures.best_so_far(_best_so_far_panels(views), out / "best_so_far.png", target_spec, minimize)
         sections.append("<h2>Search progress</h2><p>Best target value after each finished trial; bands: "
                         "± 1 sd across studies of the same method and axis.</p>"
                         "<img src='best_so_far.png' alt='best so far'>")
-        bar.advance(task)
+        bar(1)
 
         posterior_imgs = []
         for v in views:
@@ -278,14 +276,14 @@ def build_report(studies: list[Path], out: Path, atlas: Path | None = None,
             sections.append("<h2>GP posterior along each marginal</h2><p>Each panel moves one marginal "
                             "weight from 0 to 1, the others scaled in proportion, around the study's best "
                             "trial.</p>" + "".join(posterior_imgs))
-        bar.advance(task)
+        bar(1)
 
         atlas_dir = _atlas_dir(atlas, views)
         if atlas_dir is not None and (atlas_dir / "exemplars.png").is_file():
             shutil.copyfile(atlas_dir / "exemplars.png", out / "exemplars.png")
             sections.append("<h2>Concepts</h2><p>Exemplar images of each concept cluster.</p>"
                             "<img src='exemplars.png' alt='concept exemplars'>")
-        bar.advance(task)
+        bar(1)
 
         curve_panels = {
             f"{v.name} ({v.method})": [(np.asarray(t.curve, float), t.id == v.best_trial().id)
@@ -305,7 +303,7 @@ def build_report(studies: list[Path], out: Path, atlas: Path | None = None,
             else:
                 sections.append(f"<p class='muted'>No steps-to-loss table: {html.escape(why_not)}</p>")
         sections.append("<h2>Trials</h2>" + _trial_tables(views))
-        bar.advance(task)
+        bar(1)
 
     index = out / "index.html"
     index.write_text(

@@ -22,14 +22,15 @@ from typing import Any
 
 import numpy as np
 
+from mixatlas.console import progress_bar
 from mixatlas.errors import MixAtlasError
 from mixatlas.executors import Executor, Handle
 from mixatlas.objectives.base import Objective, Result, TrialContext, TrialFolder
 from mixatlas.search.base import History
 from mixatlas.search.study import Study, Trial
 from mixatlas.space import Mixture
-
 from mixatlas.tracking import TrackedRun, Tracker, make_tracker, mixture_params
+
 # Extra time the loop grants a trial past `timeout_s` before killing its worker (the in-worker alarm
 # should have stopped it already; this catches code stuck outside Python, e.g. in a C call).
 _HARD_TIMEOUT_GRACE_S = 10.0
@@ -114,13 +115,13 @@ def run_search(
     timeout_s: float | None = None,
     runs_dir: Path | None = None,
     progress: bool = True,
-) -> Study:
     tracker: Tracker | None = None,
+) -> Study:
     """Run (or resume) `study` until it has exactly `study.budget` done trials.
 
-    A trial that raises, times out, returns a NaN/missing target metric, or loses its worker is marked
     With a `tracker`, every attempt that finishes here (done or failed) is logged as one run.
 
+    A trial that raises, times out, returns a NaN/missing target metric, or loses its worker is marked
     `failed` with the reason and retried (same params) up to `retries` times; then the search moves on
     with a new proposal. Raises MixAtlasError if failures in this run exceed budget * (retries + 1).
     """
@@ -151,14 +152,14 @@ def run_search(
             for handle in executor.wait(list(inflight), timeout=_POLL_S):
                 trial, _ = inflight.pop(handle)
                 failures += _record_outcome(study, trial, _collect(executor, handle), retries)
-            for handle in _overrun(executor, inflight, timeout_s):
                 _track(tracker, study, trial.id)
+            for handle in _overrun(executor, inflight, timeout_s):
                 trial, _ = inflight.pop(handle)
                 executor.cancel(handle)
                 outcome = TrialOutcome(error=f"timed out after {timeout_s:g} s; worker killed")
                 failures += _record_outcome(study, trial, outcome, retries)
-            if failures > max_failures:
                 _track(tracker, study, trial.id)
+            if failures > max_failures:
                 last = study.trials("failed")[-1]
                 raise MixAtlasError(
                     f"{study.path}: {failures} trial attempts failed in this run (last, trial {last.id}: "
@@ -227,7 +228,6 @@ def _record_outcome(study: Study, trial: Trial, outcome: TrialOutcome, retries: 
     return 1
 
 
-def _overrun(
 def open_tracker(kind: str | None, uri: str | None, study: Study) -> Tracker | None:
     """The tracker a search logs its trials to (experiment = the study file's name), or None."""
     return None if kind is None else make_tracker(kind, Path(study.path).stem, uri)
@@ -249,6 +249,7 @@ def _track(tracker: Tracker | None, study: Study, trial_id: int) -> None:
     tracker.log(TrackedRun(f"trial-{trial.id:05d}", params, metrics, trial.curve, tags))
 
 
+def _overrun(
     executor: Executor, inflight: dict[Handle, tuple[Trial, float]], timeout_s: float | None
 ) -> list:
     """Handles running past timeout + grace; scheduler-queued executors enforce limits themselves."""
@@ -262,22 +263,18 @@ def _track(tracker: Tracker | None, study: Study, trial_id: int) -> None:
 @contextlib.contextmanager
 def _progress_bar(study: Study, enabled: bool) -> Iterator[Any]:
     """Yields `show(n_done)`: updates a rich bar "trials done/budget, best so far" (no-op when disabled)."""
-    if not enabled:
-        yield lambda n_done: None
-        return
-    from mixatlas.cli.console import progress
-
-    with progress() as bar:
-        task = bar.add_task("search", total=study.budget)
+    with progress_bar(enabled, "search", total=study.budget) as bar:
 
         def show(n_done: int) -> None:
+            if not enabled:
+                return
             done = study.trials("done")
             best = None
             if done:
                 pick = min if study.target.minimize else max
                 best = pick(t.value for t in done)
             label = "search" if best is None else f"search · best {study.target.spec} {best:.5g}"
-            bar.update(task, completed=n_done, description=label)
+            bar.update(completed=n_done, description=label)
 
         yield show
 

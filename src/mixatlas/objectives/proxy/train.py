@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mixatlas.console import progress_bar
 from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Result
 from mixatlas.objectives.proxy.config import ProxyConfig
@@ -265,14 +266,10 @@ def _train_loop(
     dist: DistributedContext,
 ) -> list[list[float]]:
     """All optimizer steps; rank 0 appends each step to `log_path` and drives the progress bar."""
-    from mixatlas.cli.console import progress as progress_bar
-
     show = progress and dist.is_main
-    bar = progress_bar() if show else contextlib.nullcontext()
     log = open(log_path, "w") if dist.is_main else contextlib.nullcontext()  # noqa: SIM115
     curve: list[list[float]] = []
-    with bar, log:
-        task = bar.add_task("training proxy", total=steps) if show else None
+    with progress_bar(show, "training proxy", total=steps) as bar, log:
         step_fn.model.train()
         for step in range(1, steps + 1):
             lr = step_fn.scheduler.get_last_lr()[0]  # the rate this step uses
@@ -288,6 +285,5 @@ def _train_loop(
                 }
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-            if show:
-                bar.update(task, advance=1, description=f"training proxy  loss {loss:.3f}")
+            bar(1, description=f"training proxy  loss {loss:.3f}")
     return curve
