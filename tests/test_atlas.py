@@ -79,7 +79,7 @@ def test_atlas_folder_follows_the_contract(synth_atlas: Atlas, synth_corpus: Pat
     assert atlas.corpus == synth_corpus.resolve() and atlas.embedder == "pixels"
     assert atlas.info.parent is None and atlas.info.rejects == 0
     assert len(atlas.fingerprint) == 16 and len(atlas.centroids_fingerprint) == 16
-    assert all(name.startswith(f"c{j}-") for j, name in enumerate(atlas.concepts))
+    assert atlas.concepts == [f"c{j}" for j in range(atlas.k)]
     with Image.open(atlas.dir / "exemplars.png") as grid:
         assert grid.height == 8 * 72
     manifest = json.loads((atlas.dir / "embeddings" / "manifest.json").read_text())
@@ -127,12 +127,12 @@ def test_rejects_list_exactly_the_corrupt_images_and_malformed_lines(tmp_path: P
     rejects = [json.loads(line) for line in (atlas.dir / "rejects.jsonl").read_text().splitlines()]
     assert {reject["where"] for reject in rejects} == bad_images | bad_lines
     assert len(rejects) == atlas.info.rejects == 6
-    assert atlas.info.rejects_by_reason == {"corrupt image": 3, "malformed JSON": 3}
+    assert atlas.info.rejects_by_reason == {"truncated image": 2, "not an image": 1, "malformed JSON": 3}
     assert all(Path(reject["file"]).name == "train.jsonl" for reject in rejects)
     assert atlas.info.n_samples == 300 - 6
     assert set(atlas.table(["offset"]).column("offset").to_pylist()).isdisjoint(bad_images | bad_lines)
 
-    with pytest.raises(MixAtlasError, match=r"train\.jsonl:7: corrupt image"):
+    with pytest.raises(MixAtlasError, match=r"train\.jsonl:7: truncated image"):
         build_atlas(corpus, tmp_path / "strict", k=4, strict=True, workers=0, progress=False)
 
 

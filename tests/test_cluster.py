@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
@@ -10,12 +12,13 @@ from mixatlas.atlas.cluster import (
     assign,
     canonical_order,
     choose_k,
+    default_names,
     kmeans,
     kmeans_faiss,
     kmeans_sklearn,
     names_from_prompts,
-    names_from_sources,
     prompt_label,
+    read_names,
 )
 from mixatlas.errors import MixAtlasError
 
@@ -88,8 +91,21 @@ def test_names_from_prompts_take_the_closest_text_and_stay_unique() -> None:
     assert names_from_prompts(centroids, text, prompts) == ["outdoor scene", "bar chart", "bar chart #2"]
 
 
-def test_prompt_labels_and_source_names() -> None:
+def test_prompt_labels_and_default_names() -> None:
     assert prompt_label("a photo of an outdoor scene") == "outdoor scene"
     assert prompt_label("a screenshot of a user interface") == "user interface"
     assert prompt_label("an X-ray") == "X-ray"
-    assert names_from_sources(["coco", "coco", "docvqa"]) == ["c0-coco", "c1-coco", "c2-docvqa"]
+    assert default_names(3) == ["c0", "c1", "c2"]
+
+
+def test_read_names_from_a_list_or_a_mapping(tmp_path: Path) -> None:
+    names = tmp_path / "names.yaml"
+    names.write_text("- receipts\n- skylines\n- charts\n")
+    assert read_names(names, ["c0", "c1", "c2"]) == ["receipts", "skylines", "charts"]
+    names.write_text("1: skylines\nc2: charts\n")
+    assert read_names(names, ["c0", "c1", "c2"]) == ["c0", "skylines", "charts"]
+    for text, problem in [("- a\n- b\n", "2 names for 3 concepts"), ("c7: x\n", "'c7' is not a concept"),
+                          ("0: c1\n", "distinct"), ("just text", "a list of names or a mapping")]:
+        names.write_text(text)
+        with pytest.raises(MixAtlasError, match=problem):
+            read_names(names, ["c0", "c1", "c2"])

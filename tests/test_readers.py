@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -90,23 +91,28 @@ def test_image_root_and_source_field(tmp_path: Path, image_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("indent", [None, 2])
-def test_llava_json_array_streams_elements_with_line_numbers(tmp_path: Path, image_dir: Path, indent) -> None:
+def test_llava_json_array_streams_elements_with_index_byte_and_line(
+    tmp_path: Path, image_dir: Path, indent
+) -> None:
     records = [
-        {"id": f"r{i}", "image": f"imgs/{i % 3}.png", "conversations": conv(f"q{i} [x]", "a, {b}")}
+        {"id": f"r{i}", "image": f"imgs/{i % 3}.png", "conversations": conv(f"q{i} [x] éé", "a, {b}")}
         for i in range(5)
     ]
     path = tmp_path / "llava.json"
-    path.write_text(json.dumps(records, indent=indent), encoding="utf-8")
+    text = json.dumps(records, indent=indent, ensure_ascii=False)
+    path.write_bytes(text.replace("\n", "\r\n").encode("utf-8"))  # multi-byte text and CRLF lines
     samples = list(read_corpus(path))
     assert [s.id for s in samples] == [r["id"] for r in records]
-    lines = path.read_text().splitlines()
+    assert [s.offset for s in samples] == list(range(5))
+    raw = path.read_bytes()
     for sample in samples:
-        assert f'"{sample.id}"' in "".join(lines[sample.offset - 1 : sample.offset + 1])
-    with path.open() as fh:  # tiny chunks force every refill path of the scanner
-        values = [
-            value for _, value, error in JsonArrayScanner(fh, chunk_chars=7).elements() if error is None
-        ]
-    assert values == records
+        index, byte, line = re.fullmatch(r"element (\d+) \(byte (\d+), line (\d+)\)", sample.where).groups()
+        assert int(index) == sample.offset
+        assert json.JSONDecoder().raw_decode(raw[int(byte) :].decode())[0]["id"] == sample.id
+        assert int(line) == raw[: int(byte)].count(b"\n") + 1
+    with path.open(encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        values = [element.value for element in JsonArrayScanner(fh, chunk_chars=7).elements()]
+    assert values == records  # tiny chunks force every refill path of the scanner
 
 
 def test_llava_json_malformed_element_is_rejected_and_reading_continues(tmp_path: Path) -> None:
@@ -118,7 +124,9 @@ def test_llava_json_malformed_element_is_rejected_and_reading_continues(tmp_path
     assert [s.id for s in read_corpus(path, rejects=rejects)] == ["ok1", "ok2"]
     rejects.close()
     (entry,) = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
-    assert entry["file"] == str(path) and entry["where"] == 3 and entry["reason"].startswith("malformed JSON")
+    byte = len(f"[\n{good},\n")
+    assert entry["file"] == str(path) and entry["where"] == f"element 1 (byte {byte}, line 3)"
+    assert entry["reason"].startswith("malformed JSON")
 
 
 def write_wds(path: Path, members: list[tuple[str, bytes]]) -> Path:
@@ -185,7 +193,10 @@ def test_parquet_reader_with_image_bytes_and_with_path_column(tmp_path: Path, im
         pa.table({"image_path": [str(image_dir / "2.png")], "conversations": [json.dumps(conversations[0])]}),
         with_paths,
     )
-    (sample,) = read_corpus(with_paths)
+    with pytest.raises(MixAtlasError, match=r"p\.parquet, row 0 \(row group 0, index 0\): image outside the "
+                       r"corpus root: .*--allow-outside-root"):
+        list(read_corpus(with_paths))
+    (sample,) = read_corpus(with_paths, allow_outside_root=True)
     assert open_image(sample.image).getpixel((0, 0)) == (0, 0, 255) and sample.answer == "red"
 
 
@@ -263,23 +274,27 @@ def test_missing_corrupt_and_truncated_images_are_rejected_with_their_line(tmp_p
     (tmp_path / "ok.png").write_bytes(full)
     (tmp_path / "corrupt.png").write_bytes(b"definitely not an image")
     (tmp_path / "truncated.png").write_bytes(full[: len(full) // 2])
-    names = ["ok.png", "missing.png", "corrupt.png", "truncated.png"]
+    (tmp_path / "empty.png").write_bytes(b"")
+    names = ["ok.png", "missing.png", "corrupt.png", "truncated.png", "empty.png"]
     corpus = write_jsonl(
         tmp_path / "c.jsonl", [json.dumps({"image": n, "conversations": conv("q", "a")}) for n in names]
     )
     rejects = Rejects(tmp_path / "rejects.jsonl")
     opened = [open_sample_image(s, rejects) for s in read_corpus(corpus)]
     rejects.close()
-    assert [img is not None for img in opened] == [True, False, False, False]
+    assert [img is not None for img in opened] == [True, False, False, False, False]
     entries = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
-    assert [(e["file"], e["where"]) for e in entries] == [
-        (str(corpus), 2),
-        (str(corpus), 3),
-        (str(corpus), 4),
-    ]
-    assert rejects.by_reason() == {"missing image": 1, "corrupt image": 2}
-    assert "missing.png: missing image" in entries[0]["reason"]
-    with pytest.raises(MixAtlasError, match=r"truncated\.png: corrupt image"):
+    assert [(e["file"], e["where"]) for e in entries] == [(str(corpus), line) for line in (2, 3, 4, 5)]
+    kinds = {"missing image": 1, "not an image": 1, "truncated image": 1, "empty image": 1}
+    assert rejects.by_reason() == kinds
+    reasons = [e["reason"] for e in entries]
+    assert reasons[0].startswith(f"missing image: {tmp_path / 'missing.png'}: no such file; fix the path")
+    assert reasons[1].startswith(f"not an image: {tmp_path / 'corrupt.png'}: Pillow recognizes no image")
+    assert reasons[3] == (f"empty image: {tmp_path / 'empty.png'}: the file is empty (0 bytes); "
+                          "replace the file or drop the record")
+    for reason in reasons:  # plain words: no Python reprs, no options that do not exist
+        assert "object at 0x" not in reason and "--image-root" not in reason and "\n" not in reason
+    with pytest.raises(MixAtlasError, match=r"truncated image: .*truncated\.png: "):
         open_image(str(tmp_path / "truncated.png"))
     with pytest.raises(MixAtlasError, match="missing image"):
         image_bytes(f"{tmp_path / 'none.tar'}::a.png")

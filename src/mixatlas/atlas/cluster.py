@@ -1,4 +1,5 @@
-"""k-means over L2-normalized embeddings, choice of k by silhouette, and cluster naming.
+"""k-means over L2-normalized embeddings, choice of k by silhouette, and concept naming (default
+`c0..c{k-1}`, CLIP zero-shot names, or names read from a file).
 
 Cluster ids are canonical: sorted by decreasing size (ties broken by the centroid's coordinates), so the
 same data gives the same concept ids whichever backend ran.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -183,9 +185,41 @@ def _unique(names: Sequence[str]) -> list[str]:
     return unique
 
 
-def names_from_sources(dominant_sources: Sequence[str]) -> list[str]:
-    """Weight-free names: `c<index>-<dominant source of the cluster>`."""
-    return [f"c{j}-{source}" for j, source in enumerate(dominant_sources)]
+def default_names(k: int) -> list[str]:
+    """Names when no text tower can name the clusters: `c0`, `c1`, ..., `c{k-1}`."""
+    return [f"c{j}" for j in range(k)]
+
+
+def read_names(path: Path, current: Sequence[str]) -> list[str]:
+    """Concept names from a YAML file: a list of k names, or a mapping from a concept's index or current
+    name to its new name (concepts not mentioned keep theirs). Names must be distinct and non-empty."""
+    from mixatlas.yaml_io import YAMLError, safe_load
+
+    try:
+        data = safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise MixAtlasError(f"--names {path}: cannot read ({exc.strerror}); check the path") from None
+    except YAMLError as exc:
+        raise MixAtlasError(f"--names {path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    names = list(current)
+    if isinstance(data, list):
+        if len(data) != len(names):
+            raise MixAtlasError(f"--names {path}: {len(data)} names for {len(names)} concepts; give one per "
+                                "concept, or a mapping such as `c3: receipts`")
+        names = [str(name) for name in data]
+    elif isinstance(data, dict):
+        for key, name in data.items():
+            index = key if isinstance(key, int) else names.index(key) if key in names else None
+            if index is None or not 0 <= index < len(names):
+                raise MixAtlasError(f"--names {path}: '{key}' is not a concept (indexes 0..{len(names) - 1}, "
+                                    f"names {', '.join(current)})")
+            names[index] = str(name)
+    else:
+        raise MixAtlasError(f"--names {path}: expected a list of names or a mapping `old: new`")
+    names = [name.strip() for name in names]
+    if any(not name for name in names) or len(set(names)) != len(names):
+        raise MixAtlasError(f"--names {path}: names must be distinct and non-empty, got {names}")
+    return names
 
 
 def prompt_label(prompt: str) -> str:

@@ -3,6 +3,11 @@
 A ref is an absolute file path, `"TAR_PATH::MEMBER"` (a WebDataset shard member) or
 `"PARQUET_PATH::ROW"` (image bytes stored in a Parquet row). Open tar indexes and decoded Parquet row
 groups are cached per process, so reading a shard's images in order stays linear.
+
+Decoding is bounded and quiet: the pixel count is checked from the header before any pixel is decoded
+(`max_pixels`), Pillow's warnings are caught (a decompression-bomb warning is a reject), and every image
+mode becomes RGB the way it looks (transparency on white, 16-bit scaled, CMYK converted). Every failure is
+an `ImageRejected` whose message is the reject reason: `"<kind>: <ref>: <cause>; <fix>"`.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import bisect
 import io
 import tarfile
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +31,19 @@ if TYPE_CHECKING:
 REF_SEP = "::"
 # Column names an HF `datasets` export (or a hand-made table) uses for the image, in order of preference.
 PARQUET_IMAGE_COLUMNS = ("image", "images", "img", "image_bytes", "jpg", "png", "image_path")
-_FIX = "fix the path or the image root (--image-root), or drop the record"
+DEFAULT_MAX_PIXELS = 50_000_000
+_DROP = "or drop the record"
+# Modes whose alpha channel is composited on white; the rest convert to RGB directly.
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+
+class ImageRejected(MixAtlasError):
+    """An image that cannot be used; `str(exc)` is the reject reason, `kind` its first part."""
+
+    def __init__(self, kind: str, ref: str, cause: str, fix: str) -> None:
+        super().__init__(f"{kind}: {ref}: {cause}; {fix}")
+        self.kind = kind
 
 
 def parquet_image_column(names: list[str]) -> str | None:
@@ -42,7 +60,8 @@ def split_ref(ref: str) -> tuple[str, str | None]:
 
 
 def image_bytes(ref: str) -> bytes:
-    """The encoded bytes behind an image ref; `MixAtlasError` naming the ref when it is missing."""
+    """The encoded bytes behind an image ref; `ImageRejected` ("missing image", "truncated image",
+    "duplicate tar member") naming the ref when they cannot be read."""
     container, member = split_ref(ref)
     try:
         if member is None:
@@ -50,50 +69,125 @@ def image_bytes(ref: str) -> bytes:
         if container.endswith(".parquet"):
             return _parquet_image_bytes(container, int(member))
         return _tar_member_bytes(container, member)
+    except ImageRejected:
+        raise
+    except FileNotFoundError:
+        raise ImageRejected("missing image", ref, "no such file",
+                            f"fix the path in the record (relative paths start at the corpus file's folder) "
+                            f"{_DROP}") from None
+    except (tarfile.ReadError, EOFError) as exc:
+        raise ImageRejected("truncated image", ref, f"the shard ends inside this member ({exc})",
+                            f"re-create the shard {_DROP}") from None
     except (OSError, KeyError, IndexError, ValueError, tarfile.TarError) as exc:
-        raise MixAtlasError(f"{ref}: missing image ({type(exc).__name__}: {exc}); {_FIX}") from exc
+        cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip("'\"")
+        raise ImageRejected("missing image", ref, f"cannot be read ({cause})",
+                            f"fix the image reference {_DROP}") from None
 
 
-def open_image(ref: str) -> Image.Image:
-    """Decode an image ref fully into an RGB `PIL.Image` (truncated or corrupt files raise
-    `MixAtlasError` here, not later in a worker)."""
+def open_image(ref: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode an image ref fully into an RGB `PIL.Image`, or raise `ImageRejected`.
+
+    Kinds: missing image, empty image, not an image, image too large (more than `max_pixels` pixels,
+    checked from the header before decoding), truncated image, unsupported image (a mode or codec
+    Pillow cannot turn into RGB). No Pillow warning escapes.
+    """
     from PIL import Image, UnidentifiedImageError
 
     data = image_bytes(ref)
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return img.convert("RGB")
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise MixAtlasError(f"{ref}: corrupt image ({exc}); {_FIX}") from exc
+    if not data:
+        raise ImageRejected("empty image", ref, "the file is empty (0 bytes)", f"replace the file {_DROP}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ImageRejected("image too large", ref, f"{width} x {height} = {width * height:,} "
+                                        f"pixels is over the limit of {max_pixels:,}",
+                                        f"raise --max-pixels if it is genuine, {_DROP}")
+                img.load()
+                return to_rgb(img)
+        except UnidentifiedImageError:
+            raise ImageRejected("not an image", ref,
+                                f"Pillow recognizes no image format in its {len(data):,} bytes "
+                                f"(they begin {data[:8]!r})", f"replace the file {_DROP}") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageRejected("image too large", ref, f"Pillow refused it as a decompression bomb ({exc})",
+                                f"raise --max-pixels if it is genuine, {_DROP}") from None
+        except (OSError, SyntaxError, EOFError) as exc:
+            truncated = isinstance(exc, EOFError) or "truncat" in str(exc)
+            kind = "truncated image" if truncated else "corrupt image"
+            raise ImageRejected(kind, ref, f"the data cannot be decoded ({exc})",
+                                f"re-encode or replace the file {_DROP}") from None
+        except ValueError as exc:
+            raise ImageRejected("unsupported image", ref, f"cannot be converted to RGB ({exc})",
+                                f"convert it to an 8-bit RGB PNG or JPEG {_DROP}") from None
 
 
-def open_sample_image(sample: Sample, rejects: Rejects) -> Image.Image | None:
-    """The sample's decoded image, or None after counting it into `rejects` as `shard:offset`
+def to_rgb(img: Image.Image) -> Image.Image:
+    """An RGB copy of a loaded image as it looks: palette transparency and alpha composited on white,
+    16-bit grey scaled to 8 bits, CMYK / YCbCr / 1-bit converted."""
+    import numpy as np
+    from PIL import Image
+
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in _ALPHA_MODES:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if img.mode in _SIXTEEN_BIT_MODES:  # Pillow's own conversion clips 16-bit values at 255 (white)
+        values = np.asarray(img, dtype=np.float64)
+        grey = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    return img.convert("RGB")
+
+
+def open_sample_image(sample: Sample, rejects: Rejects, max_pixels: int = DEFAULT_MAX_PIXELS
+                      ) -> Image.Image | None:
+    """The sample's decoded image, or None after counting it into `rejects` at the sample's location
     (strict rejects raise instead). Text-only samples (image None) are rejected as "no image"."""
     if sample.image is None:
-        rejects.add(sample.shard, sample.offset, f"no image: record {sample.id} has no image")
+        rejects.add(sample.shard, sample.where, f"no image: record {sample.id} has no image; MixAtlas "
+                                                "clusters image samples")
         return None
     try:
-        return open_image(sample.image)
-    except MixAtlasError as exc:
-        kind = "corrupt image" if ": corrupt image" in str(exc) else "missing image"
-        rejects.add(sample.shard, sample.offset, f"{kind}: {exc}")
+        return open_image(sample.image, max_pixels)
+    except ImageRejected as exc:
+        rejects.add(sample.shard, sample.where, str(exc))
         return None
 
 
 @lru_cache(maxsize=8)
-def _tar_index(path: str) -> tuple[tarfile.TarFile, dict[str, tarfile.TarInfo]]:
+def _tar_index(path: str) -> tuple[tarfile.TarFile, dict[str, tarfile.TarInfo | None]]:
+    """The open shard and its regular members by name (None for a name that appears twice). A shard
+    cut short is indexed up to the cut, so the samples before it stay readable."""
     archive = tarfile.open(path, "r:*")  # noqa: SIM115 - kept open in this per-process cache
-    return archive, {info.name: info for info in archive.getmembers() if info.isfile()}
+    index: dict[str, tarfile.TarInfo | None] = {}
+    try:
+        for info in archive:
+            if info.isfile():
+                index[info.name] = None if info.name in index else info
+    except (tarfile.TarError, OSError, EOFError):
+        pass  # truncated: keep the members read before the cut
+    return archive, index
 
 
 def _tar_member_bytes(path: str, member: str) -> bytes:
     archive, index = _tar_index(path)
-    handle = archive.extractfile(index[member])
+    info = index[member]
+    if info is None:
+        raise ImageRejected("duplicate tar member", f"{path}{REF_SEP}{member}",
+                            "the shard holds two members of this name, so which image is meant is unknown",
+                            "keep one copy in the shard")
+    handle = archive.extractfile(info)
     if handle is None:
         raise KeyError(member)
-    return handle.read()
+    data = handle.read()
+    if len(data) < info.size:
+        raise tarfile.ReadError(f"{len(data)} of {info.size} bytes")
+    return data
 
 
 @lru_cache(maxsize=4)

@@ -1,27 +1,34 @@
 """Streaming corpus readers: LLaVA JSON arrays, JSONL, WebDataset tar shards and Parquet exports.
 
 Every reader yields `Sample` records one at a time (a JSON array is scanned element by element, Parquet
-in row batches), so a corpus never has to fit in memory. Malformed records go to a `Rejects` list with
-their file and line / row / member key, or raise `MixAtlasError` when no list is given.
+in row batches), so a corpus never has to fit in memory. Malformed records go to a `Rejects` list with a
+location that finds them: the JSONL line, the JSON array element (index, byte offset and line), the tar
+member, the Parquet row (and its row group); without a list the first one raises `MixAtlasError`.
+
+A format is one entry of `READERS` (a function `(file, RecordParser) -> Iterator[Sample]`) plus its file
+extensions in `EXTENSIONS`; a new format is added there.
 """
 
 from __future__ import annotations
 
+import bisect
 import glob
+import io
 import json
 import os
 import re
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from mixatlas.corpus.images import REF_SEP, parquet_image_column
+from mixatlas.corpus.records import RecordParser
 from mixatlas.corpus.rejects import Rejects
-from mixatlas.corpus.sample import GPT, HUMAN, IMAGE_PLACEHOLDER, Sample
+from mixatlas.corpus.sample import Sample
 from mixatlas.errors import MixAtlasError
 
-FORMATS = ("llava-json", "jsonl", "wds", "parquet")
 # Longest suffix first: ".tar.gz" must win over ".gz".
 EXTENSIONS = {
     ".tar.gz": "wds",
@@ -34,8 +41,6 @@ EXTENSIONS = {
 }
 SYNTH_MANIFEST = "synth.json"
 WDS_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
-_ROLE_TO_SPEAKER = {"human": HUMAN, "user": HUMAN, "gpt": GPT, "assistant": GPT, "model": GPT, "bot": GPT}
-_RECORD_FIELDS = {"id", "image", "conversations", "messages", "task", "meta"}
 _BRACE = re.compile(r"\{([^{}]*)\}")
 PathSpec = str | Path | Sequence[str | Path]
 
@@ -46,6 +51,7 @@ def read_corpus(
     *,
     source_field: str | None = None,
     image_root: Path | None = None,
+    allow_outside_root: bool = False,
     rejects: Rejects | None = None,
 ) -> Iterator[Sample]:
     """Stream the samples of a corpus.
@@ -54,18 +60,23 @@ def read_corpus(
         path: a file, a folder (its files of one format, sorted; a `mixatlas synth` output folder reads
             as its `train.jsonl`), a brace pattern of shards (`shards/part-{000..009}.tar`), a glob, or a
             list of these.
-        fmt: one of `FORMATS`; detected from the file extensions when None.
+        fmt: one of `READERS`; detected from the file extensions when None.
         source_field: record field (or Parquet column) holding the sample's source; default: the
             file/shard name without extension.
-        image_root: folder that relative image paths are resolved against; default: each file's folder.
-        rejects: where malformed records go; None raises `MixAtlasError` at the first one.
+        image_root: the corpus root: the folder relative image paths are resolved against and image
+            paths must stay in; default: each file's folder.
+        allow_outside_root: accept image paths outside the root (`../x`, absolute paths elsewhere).
+        rejects: where malformed records go; None raises `MixAtlasError` at the first one. A repeated
+            sample id is a reject too (ids are held in memory: about 100 bytes per sample).
     """
     files = corpus_files(path, fmt)
     fmt = fmt or _common_format(files)
-    read_file = _READERS[fmt]
+    read_file = READERS[fmt]
+    seen_ids: set[str] = set()
     yielded = 0
     for file in files:
-        parser = _RecordParser(file, source_field, image_root, rejects)
+        parser = RecordParser(file, source_name(file), source_field=source_field, image_root=image_root,
+                              allow_outside_root=allow_outside_root, rejects=rejects, seen_ids=seen_ids)
         for sample in read_file(file, parser):
             yielded += 1
             yield sample
@@ -84,8 +95,8 @@ def detect_format(path: PathSpec) -> str:
 
 def corpus_files(path: PathSpec, fmt: str | None) -> list[Path]:
     """The files a corpus path names, in reading order (see `read_corpus` for the accepted forms)."""
-    if fmt is not None and fmt not in FORMATS:
-        raise MixAtlasError(f"unknown --format '{fmt}'; use one of: {', '.join(FORMATS)}")
+    if fmt is not None and fmt not in READERS:
+        raise MixAtlasError(f"unknown --format '{fmt}'; use one of: {', '.join(READERS)}")
     entries = [path] if isinstance(path, str | Path) else list(path)
     files: list[Path] = []
     for entry in entries:
@@ -133,7 +144,7 @@ def _common_format(files: list[Path]) -> str:
         if kind is None:
             raise MixAtlasError(
                 f"{file}: unknown corpus format '{''.join(file.suffixes) or file.name}'; "
-                f"pass --format (one of: {', '.join(FORMATS)})"
+                f"pass --format (one of: {', '.join(READERS)})"
             )
         kinds.append(kind)
     if len(set(kinds)) > 1:
@@ -168,114 +179,22 @@ def source_name(file: Path) -> str:
     return name[: len(name) - len(ext)] if ext else file.stem
 
 
-def normalize_conversations(value: Any) -> list[dict]:
-    """LLaVA turns from `[{"from", "value"}]`, `[{"role", "content"}]` (content may be a list of
-    parts) or a JSON string of either; `ValueError` naming what is wrong."""
-    if isinstance(value, str):
-        value = json.loads(value)
-    if not isinstance(value, list) or not value:
-        raise ValueError("expected a non-empty list of turns")
-    turns = []
-    for number, turn in enumerate(value, 1):
-        if not isinstance(turn, dict):
-            raise ValueError(f"turn {number} is not an object")
-        role = str(turn.get("from", turn.get("role", ""))).lower()
-        if role == "system":
-            continue
-        speaker = _ROLE_TO_SPEAKER.get(role)
-        if speaker is None:
-            raise ValueError(f"turn {number} has speaker '{role}', expected human/gpt (or user/assistant)")
-        text = turn.get("value", turn.get("content"))
-        if isinstance(text, list):  # OpenAI-style parts
-            text = "".join(
-                IMAGE_PLACEHOLDER if part.get("type") == "image" else str(part.get("text", ""))
-                for part in text
-                if isinstance(part, dict)
-            )
-        if not isinstance(text, str):
-            raise ValueError(f"turn {number} has no text value")
-        turns.append({"from": speaker, "value": text})
-    speakers = {turn["from"] for turn in turns}
-    if speakers != {HUMAN, GPT}:
-        raise ValueError("needs at least one human and one gpt turn")
-    return turns
+# ----------------------------------------------------------------------------------------------------------
+# JSONL
 
 
-class _RecordParser:
-    """Turns one raw record of one file into a `Sample`, or a reject."""
-
-    def __init__(
-        self, file: Path, source_field: str | None, image_root: Path | None, rejects: Rejects | None
-    ) -> None:
-        self.file = file
-        self.source_field = source_field
-        self.image_root = os.path.abspath(image_root if image_root is not None else file.parent)
-        self.rejects = rejects
-        self.default_source = source_name(file)
-
-    def reject(self, where: int | str, reason: str) -> None:
-        if self.rejects is None:
-            raise MixAtlasError(f"{self.file}:{where}: {reason}")
-        self.rejects.add(self.file, where, reason)
-
-    def image_path(self, value: Any) -> str | None:
-        """Absolute path string for a record's `image` value (relative paths against the image root)."""
-        if isinstance(value, list) and len(value) <= 1:
-            value = value[0] if value else None
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"image must be a path string, got {type(value).__name__}")
-        # String operations only: a `Path.resolve()` per record costs more than the rest of the parse.
-        return os.path.normpath(os.path.join(self.image_root, value))
-
-    def json_sample(self, record: Any, where: int | str, offset: int) -> Sample | None:
-        """A sample from a JSON record whose `image` is a file path."""
-        if not isinstance(record, dict):
-            self.reject(where, f"not an object: the record is a {type(record).__name__}")
-            return None
-        try:
-            image = self.image_path(record.get("image"))
-        except ValueError as exc:
-            self.reject(where, f"bad image field: {exc}")
-            return None
-        return self.sample(record, image, where, offset)
-
-    def sample(self, record: dict, image: str | None, where: int | str, offset: int) -> Sample | None:
-        """A sample from a record whose image ref is already resolved."""
-        try:
-            conversations = normalize_conversations(record.get("conversations", record.get("messages")))
-        except ValueError as exc:
-            self.reject(where, f"bad conversations: {exc}")
-            return None
-        meta = dict(record["meta"]) if isinstance(record.get("meta"), dict) else {}
-        for key, value in record.items():
-            if key not in _RECORD_FIELDS:
-                meta.setdefault(key, value)
-        source = self.default_source
-        if self.source_field is not None and record.get(self.source_field) not in (None, ""):
-            source = str(record[self.source_field])
-        task = record.get("task")
-        return Sample(
-            id=str(record.get("id") or f"{self.default_source}:{offset}"),
-            source=source,
-            image=image,
-            conversations=conversations,
-            task=str(task) if task not in (None, "") else None,
-            meta=meta,
-            shard=str(self.file),
-            offset=offset,
-        )
-
-
-def _read_jsonl(file: Path, parser: _RecordParser) -> Iterator[Sample]:
+def _read_jsonl(file: Path, parser: RecordParser) -> Iterator[Sample]:
+    """One record per line; a reject's location is the 1-based line number."""
     with file.open("rb") as fh:
         for line_number, raw in enumerate(fh, 1):
             if not raw.strip():
                 continue
             try:
                 record = json.loads(raw)
-            except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+            except UnicodeDecodeError as exc:
+                parser.reject(line_number, _utf8_reason(exc.object[exc.start], exc.start, "of the line"))
+                continue
+            except ValueError as exc:
                 parser.reject(line_number, f"malformed JSON: {exc}")
                 continue
             sample = parser.json_sample(record, line_number, line_number)
@@ -283,13 +202,38 @@ def _read_jsonl(file: Path, parser: _RecordParser) -> Iterator[Sample]:
                 yield sample
 
 
-def _read_json_array(file: Path, parser: _RecordParser) -> Iterator[Sample]:
-    with file.open("r", encoding="utf-8", errors="replace") as fh:
-        for line_number, record, error in JsonArrayScanner(fh).elements():
-            if error is not None:
-                parser.reject(line_number, error)
+def _utf8_reason(byte: int, position: int, unit: str) -> str:
+    return f"invalid UTF-8: byte 0x{byte:02x} at byte {position} {unit}; re-save the file as UTF-8"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# JSON array
+
+
+class JsonElement(NamedTuple):
+    """One top-level element of a JSON array: its 0-based index, byte offset and 1-based line in the
+    file, and the decoded value or the reason it could not be decoded."""
+
+    index: int
+    byte: int
+    line: int
+    value: Any
+    error: str | None
+
+    @property
+    def where(self) -> str:
+        return f"element {self.index} (byte {self.byte}, line {self.line})"
+
+
+def _read_json_array(file: Path, parser: RecordParser) -> Iterator[Sample]:
+    # surrogateescape keeps invalid UTF-8 bytes as lone surrogates, so they are found per element (and
+    # byte offsets stay exact); newline="" keeps "\r\n" as two characters for the same reason.
+    with file.open("r", encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        for element in JsonArrayScanner(fh).elements():
+            if element.error is not None:
+                parser.reject(element.where, element.error)
                 continue
-            sample = parser.json_sample(record, line_number, line_number)
+            sample = parser.json_sample(element.value, element.where, element.index)
             if sample is not None:
                 yield sample
 
@@ -297,9 +241,10 @@ def _read_json_array(file: Path, parser: _RecordParser) -> Iterator[Sample]:
 class JsonArrayScanner:
     """Yields the elements of a top-level JSON array one by one, holding one chunk plus one element.
 
-    Each element is decoded with the C JSON decoder; a malformed one is reported with its 1-based start
-    line and skipped up to the next top-level comma (an unbalanced one can take the rest of the file with
-    it, reported once).
+    Each element is decoded with the C JSON decoder; a malformed one is reported with its location and
+    skipped up to the next top-level comma (an unbalanced one can take the rest of the file with it,
+    reported once). Text must be decoded with `errors="surrogateescape"` and `newline=""`: an element
+    holding bytes that are not UTF-8 is reported as such, and byte offsets are exact.
     """
 
     _DECODER = json.JSONDecoder()
@@ -307,6 +252,7 @@ class JsonArrayScanner:
     _SEPARATORS = re.compile(r"[\s,]*")
     _STRUCTURE = re.compile(r'["\[\]{},]')
     _STRING_END = re.compile(r'["\\]')
+    _NOT_UTF8 = re.compile("[\udc80-\udcff]")
 
     def __init__(self, fh: IO[str], chunk_chars: int = 1 << 20) -> None:
         self.fh = fh
@@ -315,23 +261,26 @@ class JsonArrayScanner:
         self.pos = 0
         self.eof = False
         self.line = 1  # line number at self.counted
+        self.byte = 0  # byte offset at self.counted
         self.counted = 0
 
     def _more(self) -> bool:
         """Append a chunk (dropping what was consumed); False at end of file."""
         if self.eof:
             return False
-        self._line_at(self.pos)
+        self._count_to(self.pos)
         self.buf, self.counted, self.pos = self.buf[self.pos :], 0, 0
         chunk = self.fh.read(self.chunk_chars)
         self.eof = len(chunk) < self.chunk_chars
         self.buf += chunk
         return bool(chunk)
 
-    def _line_at(self, index: int) -> int:
+    def _count_to(self, index: int) -> tuple[int, int]:
+        """(line, byte offset) of buffer position `index` (>= the last position counted)."""
         self.line += self.buf.count("\n", self.counted, index)
+        self.byte += _utf8_len(self.buf[self.counted : index])
         self.counted = index
-        return self.line
+        return self.line, self.byte
 
     def _skip(self, pattern: re.Pattern[str]) -> bool:
         """Skip `pattern` at pos (refilling as needed); False when the input is exhausted."""
@@ -342,31 +291,46 @@ class JsonArrayScanner:
             if not self._more():
                 return False
 
-    def elements(self) -> Iterator[tuple[int, Any, str | None]]:
-        """(line, value, None) per element, or (line, None, reason) for a malformed one."""
+    def _element(self, index: int, value: Any, error: str | None) -> JsonElement:
+        line, byte = self._count_to(self.pos)
+        return JsonElement(index, byte, line, value, error)
+
+    def elements(self) -> Iterator[JsonElement]:
+        """Every element in order, decoded or with the reason it is not."""
         if not self._skip(self._WHITESPACE) or self.buf[self.pos] != "[":
-            yield self._line_at(self.pos), None, "malformed JSON: a JSON-array corpus must start with '['"
+            yield self._element(0, None, "malformed JSON: a JSON-array corpus must start with '['")
             return
         self.pos += 1
+        index = 0
         while self._skip(self._SEPARATORS):
             if self.buf[self.pos] == "]":
                 return
-            start_line = self._line_at(self.pos)
             try:
                 value, end = self._DECODER.raw_decode(self.buf, self.pos)
-                if end == len(self.buf) and self._more():
-                    continue  # a scalar cut at the chunk edge: decode again with more text
-                self.pos = end
-                yield start_line, value, None
             except json.JSONDecodeError as exc:
                 end = self._element_end()
                 if end is None and self._more():
                     continue  # the element is only incomplete: decode again with more text
-                yield start_line, None, f"malformed JSON: {exc.msg}"
+                yield self._element(index, None, f"malformed JSON: {exc.msg}")
                 if end is None:
                     return
-                self.pos = end
-        yield self._line_at(self.pos), None, "malformed JSON: the array is not closed with ']'"
+            else:
+                if end == len(self.buf) and self._more():
+                    continue  # a scalar cut at the chunk edge: decode again with more text
+                yield self._decoded(index, value, end)
+            index += 1
+            self.pos = end
+        yield self._element(index, None, "malformed JSON: the array is not closed with ']'")
+
+    def _decoded(self, index: int, value: Any, end: int) -> JsonElement:
+        """The element at pos decoded as `value`, or its UTF-8 error when its text holds undecodable bytes."""
+        bad = self._NOT_UTF8.search(self.buf, self.pos, end)
+        if bad is None:
+            return self._element(index, value, None)
+        element = self._element(index, None, None)
+        position = element.byte + _utf8_len(self.buf[self.pos : bad.start()])
+        reason = _utf8_reason(ord(bad.group()) - 0xDC00, position, "of the file")
+        return element._replace(error=reason)
 
     def _element_end(self) -> int | None:
         """Index just past the element starting at pos, by bracket depth (strings skipped), or None."""
@@ -394,6 +358,15 @@ class JsonArrayScanner:
                 return match.start()
 
 
+def _utf8_len(text: str) -> int:
+    """Bytes `text` took in the file (undecodable bytes count one each, as surrogateescape kept them)."""
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# WebDataset
+
+
 def _wds_split(name: str) -> tuple[str, str]:
     """WebDataset convention: key = path up to the first dot of the base name; extension = the rest."""
     folder, _, base = name.rpartition("/")
@@ -401,67 +374,120 @@ def _wds_split(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), ext.lower()
 
 
-_WdsGroup = dict[str, tuple[int, tarfile.TarInfo, bytes | None]]  # extension -> (index, member, json)
+@dataclass
+class _WdsGroup:
+    """The members of one sample key: extension -> (member index, member name, JSON bytes or None)."""
+
+    key: str | None
+    members: dict[str, tuple[int, str, bytes | None]] = field(default_factory=dict)
+    problem: tuple[str, str] | None = None  # (where, reason) of the first problem found
+
+    def fail(self, where: str, reason: str) -> None:
+        if self.problem is None:
+            self.problem = (where, reason)
+
+    def finish(self, file: Path, parser: RecordParser) -> Iterator[Sample]:
+        """The group's sample, or its reject."""
+        if self.key is None:
+            return
+        if self.problem is not None:
+            parser.reject(*self.problem)
+            return
+        if "json" not in self.members:
+            names = ", ".join(name for _, name, _ in self.members.values())
+            parser.reject(f"member {names}", f"no .json member: key {self.key} has only {names}")
+            return
+        _, json_name, payload = self.members["json"]
+        where = f"member {json_name}"
+        try:
+            record = json.loads(payload or b"")
+        except UnicodeDecodeError as exc:
+            parser.reject(where, _utf8_reason(exc.object[exc.start], exc.start, "of the member"))
+            return
+        except ValueError as exc:
+            parser.reject(where, f"malformed JSON: {exc}")
+            return
+        if not isinstance(record, dict):
+            parser.reject(where, f"not an object: the record is a JSON {type(record).__name__}")
+            return
+        image_ext = next((ext for ext in WDS_IMAGE_EXTENSIONS if ext in self.members), None)
+        image = None
+        if image_ext is not None:
+            image_name = self.members[image_ext][1]
+            image, where = f"{file}{REF_SEP}{image_name}", f"member {image_name}"
+        record.setdefault("id", self.key)
+        offset = min(member_index for member_index, _, _ in self.members.values())
+        sample = parser.sample(record, image, where, offset)
+        if sample is not None:
+            yield sample
 
 
-def _read_wds(file: Path, parser: _RecordParser) -> Iterator[Sample]:
+def _read_wds(file: Path, parser: RecordParser) -> Iterator[Sample]:
+    """Members grouped by key; a reject's location is the member name. A shard cut short keeps every
+    sample whose members were read whole; duplicate member names reject the later sample."""
     try:
         archive = tarfile.open(file, "r:*")  # noqa: SIM115 - closed by the `with` below
     except (tarfile.TarError, OSError) as exc:
-        parser.reject(0, f"corrupt tar: {exc}")
+        parser.reject("the whole file", f"corrupt tar: not a readable tar archive ({exc}); re-create it")
         return
+    # In a plain (uncompressed) tar a member whose data runs past the end of the file is known cut.
+    size = os.path.getsize(file) if isinstance(archive.fileobj, io.BufferedReader) else None
     with archive:
-        key: str | None = None
-        group: _WdsGroup = {}
-        index = 0
-        try:
-            for index, info in enumerate(archive):
-                if not info.isfile():
+        group = _WdsGroup(None)
+        first_index: dict[str, int] = {}
+        members = iter(archive)
+        index = -1
+        while True:
+            try:
+                info = next(members)
+            except StopIteration:
+                break
+            except (tarfile.TarError, OSError, EOFError):
+                parser.reject(f"member {index + 1}", "truncated tar: the shard ends inside the header of the "
+                                                     "member after the last one read; the samples before it "
+                                                     "were kept")
+                break
+            index += 1
+            if not info.isfile():
+                continue
+            key, ext = _wds_split(info.name)
+            if key != group.key:
+                yield from group.finish(file, parser)
+                group = _WdsGroup(key)
+            where = f"member {info.name}"
+            if info.name in first_index:
+                group.fail(where, f"duplicate tar member: {info.name} is member {first_index[info.name]} "
+                                  f"and member {index}; keep one copy in the shard")
+            first_index.setdefault(info.name, index)
+            if size is not None and info.offset_data + info.size > size:
+                group.fail(where, f"truncated tar: member {info.name} is cut off (the shard ends inside "
+                                  "it); the samples before it were kept")
+                continue
+            payload = None
+            if ext == "json":
+                try:
+                    payload = archive.extractfile(info).read()  # type: ignore[union-attr]
+                except (tarfile.TarError, OSError, EOFError):
+                    group.fail(where, f"truncated tar: member {info.name} is cut off (the shard ends "
+                                      "inside it); the samples before it were kept")
                     continue
-                member_key, ext = _wds_split(info.name)
-                if member_key != key:
-                    if group:
-                        yield from _wds_sample(file, key, group, parser)
-                    key, group = member_key, {}
-                handle = archive.extractfile(info) if ext == "json" else None
-                group[ext] = (index, info, handle.read() if handle is not None else None)
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            parser.reject(f"member {index}", f"corrupt tar: {exc}")
-        if group:
-            yield from _wds_sample(file, key, group, parser)
+            group.members[ext] = (index, info.name, payload)
+        yield from group.finish(file, parser)
 
 
-def _wds_sample(file: Path, key: str | None, group: _WdsGroup, parser: _RecordParser) -> Iterator[Sample]:
-    where = str(key)
-    if "json" not in group:
-        parser.reject(where, f"no .json member: key has only {', '.join(sorted(group))}")
-        return
-    payload = group["json"][2]
-    try:
-        record = json.loads(payload or b"")
-    except ValueError as exc:
-        parser.reject(where, f"malformed JSON: {exc}")
-        return
-    if not isinstance(record, dict):
-        parser.reject(where, f"not an object: the record is a {type(record).__name__}")
-        return
-    image_ext = next((ext for ext in WDS_IMAGE_EXTENSIONS if ext in group), None)
-    image = f"{file}{REF_SEP}{group[image_ext][1].name}" if image_ext else None
-    record.setdefault("id", key)
-    offset = min(member_index for member_index, _, _ in group.values())
-    sample = parser.sample(record, image, where, offset)
-    if sample is not None:
-        yield sample
+# ----------------------------------------------------------------------------------------------------------
+# Parquet
 
 
-def _read_parquet(file: Path, parser: _RecordParser) -> Iterator[Sample]:
+def _read_parquet(file: Path, parser: RecordParser) -> Iterator[Sample]:
+    """Rows in batches; a reject's location is the file row with its row group and index in that group."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         table = pq.ParquetFile(file)
     except (pa.ArrowException, OSError) as exc:
-        parser.reject(0, f"corrupt parquet: {exc}")
+        parser.reject("the whole file", f"corrupt parquet: not a readable Parquet file ({exc})")
         return
     names = table.schema_arrow.names
     if "conversations" not in names and "messages" not in names:
@@ -469,26 +495,31 @@ def _read_parquet(file: Path, parser: _RecordParser) -> Iterator[Sample]:
             f"{file}: no 'conversations' (or 'messages') column; columns are: {', '.join(names)}"
         )
     image_column = parquet_image_column(names)
+    starts = [0]
+    for group in range(table.metadata.num_row_groups):
+        starts.append(starts[-1] + table.metadata.row_group(group).num_rows)
     row = 0
     try:
         for batch in table.iter_batches(batch_size=256):
             columns = batch.to_pydict()
             for i in range(batch.num_rows):
+                group = bisect.bisect_right(starts, row) - 1
+                where = f"row {row} (row group {group}, index {row - starts[group]})"
                 record = {name: columns[name][i] for name in names}
                 try:
                     image = _parquet_image_ref(file, row, record.pop(image_column, None), parser)
                 except ValueError as exc:
-                    parser.reject(row, f"bad image field: {exc}")
+                    parser.reject(where, str(exc))
                 else:
-                    sample = parser.sample(record, image, row, row)
+                    sample = parser.sample(record, image, where, row)
                     if sample is not None:
                         yield sample
                 row += 1
     except (pa.ArrowException, OSError) as exc:
-        parser.reject(row, f"corrupt parquet: {exc}")
+        parser.reject(f"row {row}", f"corrupt parquet: the file cannot be read from this row on ({exc})")
 
 
-def _parquet_image_ref(file: Path, row: int, cell: Any, parser: _RecordParser) -> str | None:
+def _parquet_image_ref(file: Path, row: int, cell: Any, parser: RecordParser) -> str | None:
     """`PARQUET::ROW` when the cell holds bytes; a resolved path when it holds only a path."""
     if isinstance(cell, dict):  # HF `Image` feature struct
         if cell.get("bytes"):
@@ -499,7 +530,7 @@ def _parquet_image_ref(file: Path, row: int, cell: Any, parser: _RecordParser) -
     return parser.image_path(cell)
 
 
-_READERS: dict[str, Callable[[Path, _RecordParser], Iterator[Sample]]] = {
+READERS: dict[str, Callable[[Path, RecordParser], Iterator[Sample]]] = {
     "llava-json": _read_json_array,
     "jsonl": _read_jsonl,
     "wds": _read_wds,

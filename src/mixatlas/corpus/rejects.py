@@ -11,13 +11,19 @@ from typing import IO
 from mixatlas.errors import MixAtlasError
 
 
+def located(file: str | Path, where: int | str, reason: str) -> str:
+    """One line for a reject: `FILE:LINE: REASON` (as editors take it), or `FILE, WHERE: REASON`."""
+    return f"{file}:{where}: {reason}" if isinstance(where, int) else f"{file}, {where}: {reason}"
+
+
 class Rejects:
     """Counts rejected records and appends each as one JSON line `{"file", "where", "reason"}`.
 
-    `where` is a 1-based line number (JSON/JSONL), a row index (Parquet) or a member key (WebDataset).
+    `where` finds the record: the 1-based line number (JSONL, an int), or text: `element 12 (byte 3456,
+    line 80)` (JSON array), `member s/003.png` (WebDataset), `row 300 (row group 1, index 44)` (Parquet).
     `path` is truncated when the object is made (a rebuild re-reads the whole corpus, so old entries
     would be stale); None keeps counts only. In `strict` mode the first reject raises
-    `MixAtlasError("FILE:WHERE: REASON")` after being written.
+    `MixAtlasError` (see `located`) after being written.
     """
 
     def __init__(self, path: Path | None, strict: bool = False) -> None:
@@ -38,7 +44,7 @@ class Rejects:
             self._fh.write(json.dumps({"file": str(file), "where": where, "reason": reason}) + "\n")
             self._fh.flush()
         if self.strict:
-            raise MixAtlasError(f"{file}:{where}: {reason}")
+            raise MixAtlasError(located(file, where, reason))
 
     def by_reason(self) -> dict[str, int]:
         """Reject counts per reason kind (the text before the first ':'), most frequent first."""

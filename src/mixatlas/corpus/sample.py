@@ -22,8 +22,10 @@ class Sample:
         task: the task given by the data (its `task` field), if any.
         meta: the record's `meta` dict plus its other top-level fields (never read by decomposition
             unless asked with `--tasks field:NAME`).
-        shard: the file the record came from; offset: its 1-based line (JSON/JSONL), row (Parquet) or
-            member index (WebDataset) there.
+        shard: the file the record came from; offset: its position there: the 1-based line (JSONL), the
+            0-based element index (JSON array), row (Parquet) or first member index (WebDataset).
+        where: the record's location as rejects report it: the line number (JSONL), or text such as
+            `element 12 (byte 3456, line 80)`, `row 300 (row group 1, index 44)`, `member s/003.png`.
     """
 
     id: str
@@ -34,6 +36,7 @@ class Sample:
     meta: dict = field(default_factory=dict)
     shard: str = ""
     offset: int = 0
+    where: int | str = 0
 
     def turns(self) -> list[tuple[str, str]]:
         """(human text, gpt answer) pairs in order (see `turn_pairs`)."""

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mixatlas.errors import MixAtlasError
+from mixatlas.yaml_io import safe_load
 
 
 class TinyArch(BaseModel):
@@ -81,7 +82,7 @@ class ProxyConfig(BaseModel):
     def from_yaml(cls, path: Path | str) -> ProxyConfig:
         """Read a YAML mapping of the fields above; errors name the file and the field."""
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
+            data = safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise MixAtlasError(f"{path}: cannot read proxy config YAML ({exc})") from None
         if not isinstance(data, dict):
