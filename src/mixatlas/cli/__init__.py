@@ -7,6 +7,7 @@ User mistakes raise `MixAtlasError`, printed here as one red line with exit code
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -23,6 +24,22 @@ app = typer.Typer(
 )
 for module in (corpus_cmds, atlas_cmds, search_cmds, bench_cmds, proxy_cmds, recipe_cmds):
     module.register(app)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from mixatlas import __version__
+
+        typer.echo(f"mixatlas {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Find the best data mixture for midtraining a multimodal LLM."""
 
 err_console = Console(stderr=True)
 
