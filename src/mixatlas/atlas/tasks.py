@@ -1,102 +1,84 @@
-"""Task typing: give every sample one of the five task types (captioning, OCR, grounding, detection, VQA).
+"""Task typing: give every sample one of the five task types (captioning, OCR, grounding, detection, VQA),
+the rule that decided it, and the per-turn task mix.
 
-Precedence: an explicit task (`Sample.task`, or the field named by `field:NAME`), then a source -> task
-map (`map:FILE.yaml`), then rules on the conversation text (`classify_conversation`):
+Precedence (docs/task-typing.md): an explicit task (the record's `task`, then the field named by
+`field:NAME`), then source maps (a user map from `map:FILE.yaml`, then the shipped map of known corpora,
+`known_sources.yaml`), then the rules of `task_rules` on each (prompt, answer) turn. A map entry may say
+`rules` (the source hosts several tasks: type its samples by rules) or `rules:TASK` (rules, but TASK
+instead of a low-confidence guess). A multi-turn sample takes the task of most of its turns; a tie goes
+to the more specific task in the order grounding, detection, OCR, captioning, VQA.
 
-1. box coordinates in an answer -> detection when there are several boxes or the prompt asks for
-   all/every/each object (or says detect), else grounding (one referred object);
-2. explicit reading prompts (read, transcribe, OCR, "what is written", "what does ... say") -> OCR;
-3. describe / caption / summarize prompts -> captioning;
-4. weaker text cues (text, words, letters, characters in the image) -> OCR;
-5. otherwise VQA.
+`--tasks` specs: `auto` (default: explicit > shipped map > rules), `rules` (explicit > rules),
+`map:FILE.yaml` (explicit > FILE > shipped map > rules), `field:NAME` (explicit > field > shipped map >
+rules); parts combine with commas (`field:kind,map:fix.yaml`).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import re
+import os
 from collections import Counter
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mixatlas.corpus.sample import TASKS, Sample, strip_placeholder, turn_pairs
+from mixatlas.atlas.task_rules import LOW_CONFIDENCE_RULES, classify_turn, count_boxes
+from mixatlas.corpus.sample import TASKS, Sample, turn_pairs
 from mixatlas.errors import MixAtlasError
+
+__all__ = ["TYPING_VERSION", "TaskTyper", "Typing", "classify_conversation", "count_boxes", "load_source_map",
+           "normalize_task", "resolve_spec", "type_conversation"]
 
 # Names datasets use for our five tasks.
 TASK_ALIASES = {
-    "caption": "captioning",
-    "captions": "captioning",
-    "captioning": "captioning",
+    "caption": "captioning", "captions": "captioning", "captioning": "captioning",
     "description": "captioning",
-    "ocr": "ocr",
-    "text": "ocr",
-    "grounding": "grounding",
-    "referring": "grounding",
-    "ref": "grounding",
-    "rec": "grounding",
-    "detection": "detection",
-    "det": "detection",
-    "vqa": "vqa",
+    "ocr": "ocr", "text": "ocr", "grounding": "grounding", "referring": "grounding", "ref": "grounding",
+    "rec": "grounding", "reg": "grounding", "detection": "detection", "det": "detection", "vqa": "vqa",
     "qa": "vqa",
 }
-
-_NUM = r"-?\d+(?:\.\d+)?"
-_BOXES = (
-    re.compile(rf"\[\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*,\s*{_NUM}\s*\]"),  # [x1, y1, x2, y2]
-    re.compile(rf"\(\s*{_NUM}\s*,\s*{_NUM}\s*\)\s*,?\s*\(\s*{_NUM}\s*,\s*{_NUM}\s*\)"),  # (x1,y1),(x2,y2)
-    re.compile(r"(?:<loc_?\d+>\s*){4}"),  # PaliGemma / Florence location tokens
-)
-_DETECTION_CUE = re.compile(
-    r"\b(detect\w*|all|every|each|list|bounding boxes|boxes|objects|instances)\b", re.IGNORECASE
-)
-_OCR_STRONG = re.compile(
-    r"\b(ocr|transcri\w+|read|reading|written|handwrit\w*|spell\w*|extract\w* (the |all |any )?text)\b"
-    r"|\bwhat (does|do) (the|this|that|these|it)\b[^?]{0,40}\bsay\b",
-    re.IGNORECASE,
-)
-_CAPTION = re.compile(
-    r"\b(describe|description|caption\w*|summar\w+|narrate)\b"
-    r"|\bwhat (is|are) (shown|depicted|happening) in (the|this) (image|picture|photo)\b"
-    r"|\bwhat do you see\b",
-    re.IGNORECASE,
-)
-# "word" alone is not a cue ("Answer using a single word or phrase" closes most VQA prompts), nor is
-# "letter" (DocVQA asks about letters as documents).
-_OCR_WEAK = re.compile(
-    r"\b(text|texts|letters|characters?|lettering|inscription)\b|\bletter (is |are )?(in|on)\b"
-    r"|\bwords? (in|on|of|shown|visible|printed)\b|\bprinted on\b",
-    re.IGNORECASE,
-)
+# Tie order for multi-turn samples: the more specific task wins (VQA is the catch-all).
+SPECIFICITY = ("grounding", "detection", "ocr", "captioning", "vqa")
+# Rule decisions a map's `rules:TASK` prior replaces: guesses, and plain questions with no task cue.
+PRIOR_YIELDS_TO = LOW_CONFIDENCE_RULES | {"question"}
+SHIPPED_MAP = "known_sources.yaml"
+# Bumped when the rules change what they decide: part of the embedding cache key, so a resumed build
+# never mixes rows typed by two versions of the rules.
+TYPING_VERSION = 2
 
 
-def count_boxes(text: str) -> int:
-    """Number of box coordinates in `text` (`[x1, y1, x2, y2]`, `(x1,y1),(x2,y2)` or 4 `<loc>` tokens)."""
-    return sum(len(pattern.findall(text)) for pattern in _BOXES)
+@dataclass(frozen=True)
+class Typing:
+    """A sample's task, the rule that decided it, and its per-turn mix (`"vqa:3 ocr:1"`)."""
+
+    task: str
+    rule: str
+    mix: str
 
 
-def classify_turn(prompt: str, answer: str) -> str:
-    """The task of one (human prompt, gpt answer) pair by the rules in the module docstring."""
-    prompt = strip_placeholder(prompt)
-    boxes = count_boxes(answer)
-    if boxes:
-        return "detection" if boxes > 1 or _DETECTION_CUE.search(prompt) else "grounding"
-    if _OCR_STRONG.search(prompt):
-        return "ocr"
-    if _CAPTION.search(prompt):
-        return "captioning"
-    if _OCR_WEAK.search(prompt):
-        return "ocr"
-    return "vqa"
+def _mix(tasks: list[str]) -> str:
+    return " ".join(f"{task}:{count}" for task, count in Counter(tasks).most_common())
+
+
+def type_conversation(conversations: list[dict]) -> Typing:
+    """Type each (human, gpt) turn by rules; the sample's task is the most common turn task (ties go
+    to the more specific task, `SPECIFICITY`); its rule is that of the first turn with that task."""
+    typed = [classify_turn(prompt, answer) for prompt, answer in turn_pairs(conversations)]
+    if not typed:
+        return Typing("vqa", "default", "")
+    if len(typed) == 1:
+        return Typing(typed[0][0], typed[0][1], f"{typed[0][0]}:1")
+    tasks = [task for task, _ in typed]
+    counts = Counter(tasks)
+    task = min(counts, key=lambda t: (-counts[t], SPECIFICITY.index(t)))
+    rule = next(rule for t, rule in typed if t == task)
+    return Typing(task, rule, _mix(tasks))
 
 
 def classify_conversation(conversations: list[dict]) -> str:
-    """The task of a LLaVA conversation: the most common task over its (human, gpt) turns (ties go to
-    the earliest); a conversation with no human turn is VQA."""
-    tasks = [classify_turn(prompt, answer) for prompt, answer in turn_pairs(conversations)]
-    if not tasks:
-        return "vqa"
-    counts = Counter(tasks)
-    return max(tasks, key=lambda task: (counts[task], -tasks.index(task)))
+    """The task of a LLaVA conversation by rules (see `type_conversation`)."""
+    return type_conversation(conversations).task
 
 
 def normalize_task(value: Any) -> str | None:
@@ -106,47 +88,171 @@ def normalize_task(value: Any) -> str | None:
     return TASK_ALIASES.get(str(value).strip().lower())
 
 
-class TaskTyper:
-    """Assigns a task to each sample: explicit task / field, then source map, then rules.
+@dataclass(frozen=True)
+class Entry:
+    """One map entry: `task` (one of TASKS) or None for `rules`; `prior` the task a `rules:TASK` entry
+    puts in place of a low-confidence rule decision; `name` says where it came from (for `task_rule`)."""
 
-    Build it with `from_spec("rules" | "field:NAME" | "map:FILE.yaml")`. An explicit label that names
-    no known task falls through to the next level.
+    task: str | None
+    prior: str | None
+    name: str
+
+
+class SourceMap:
+    """Source -> task entries: `sources` match the sample's source name (globs, case-insensitive),
+    `images` match a folder in its image path (`coco/` matches `/data/coco/train2017/1.jpg`)."""
+
+    def __init__(self, sources: dict[str, Entry], images: dict[str, Entry], use_shipped: bool = True) -> None:
+        self.sources = {key.lower(): entry for key, entry in sources.items()}
+        self.images = {"/" + key.strip("/").lower() + "/": entry for key, entry in images.items()}
+        self.globs = [(key, entry) for key, entry in self.sources.items() if any(c in key for c in "*?[")]
+        self.use_shipped = use_shipped
+        self._by_source: dict[str, Entry | None] = {}
+        self._by_folder: dict[str, Entry | None] = {}
+
+    def lookup(self, source: str, image: str | None) -> Entry | None:
+        """The entry for a sample: its source first, then its image folder; None if neither matches."""
+        key = source.lower()
+        if key not in self._by_source:
+            entry = self.sources.get(key)
+            if entry is None:
+                entry = next((e for pattern, e in self.globs if fnmatch.fnmatchcase(key, pattern)), None)
+            self._by_source[key] = entry
+        entry = self._by_source[key]
+        if entry is not None or not image or not self.images:
+            return entry
+        folder = os.path.dirname(image)
+        if folder not in self._by_folder:
+            path = "/" + folder.replace("\\", "/").strip("/").lower() + "/"
+            self._by_folder[folder] = next((e for key, e in self.images.items() if key in path), None)
+        return self._by_folder[folder]
+
+
+def _entry(value: Any, name: str, where: str) -> Entry:
+    text = str(value).strip().lower()
+    head, _, prior = text.partition(":")
+    if head == "rules":
+        task = normalize_task(prior) if prior else None
+        if prior and task is None:
+            raise MixAtlasError(f"{where}: {name!r} -> {value!r}: unknown prior; use rules:TASK with a task "
+                                f"in {', '.join(TASKS)}")
+        return Entry(None, task, name)
+    task = normalize_task(text)
+    if task is None:
+        raise MixAtlasError(f"{where}: source {name!r} maps to unknown task {value!r}; use one of: "
+                            f"{', '.join(TASKS)}, rules, rules:TASK")
+    return Entry(task, None, name)
+
+
+def parse_source_map(data: Any, where: str, prefix: str) -> SourceMap:
+    """A `SourceMap` from parsed YAML: `{sources: {...}, images: {...}, shipped: bool}` or a flat
+    `{source: task}` mapping; `prefix` names the map in each entry (`map`, `known`)."""
+    if not isinstance(data, dict):
+        raise MixAtlasError(f"{where}: expected a mapping with 'sources:' and/or 'images:' "
+                            "(or flat 'source: task' lines)")
+    sections = {"sources", "images", "shipped"}
+    if not sections & set(data):
+        data = {"sources": data}
+    unknown = set(data) - sections
+    if unknown:
+        raise MixAtlasError(f"{where}: unknown key(s) {sorted(unknown)}; use sources:, images:, shipped:")
+    parsed: dict[str, dict[str, Entry]] = {}
+    for section in ("sources", "images"):
+        block = data.get(section) or {}
+        if not isinstance(block, dict):
+            raise MixAtlasError(f"{where}: '{section}:' must be a mapping of 'name: task' lines")
+        parsed[section] = {str(key): _entry(value, str(key), where) for key, value in block.items()}
+        parsed[section] = {key: Entry(e.task, e.prior, f"{prefix}:{section[:-1]}:{key}")
+                           for key, e in parsed[section].items()}
+    shipped = data.get("shipped", True)
+    if not isinstance(shipped, bool):
+        raise MixAtlasError(f"{where}: 'shipped:' must be true or false")
+    return SourceMap(parsed["sources"], parsed["images"], shipped)
+
+
+def load_source_map(path: Path, prefix: str = "map") -> SourceMap:
+    """Read a YAML task map; `MixAtlasError` names a bad entry and the fix."""
+    import yaml
+
+    from mixatlas.yaml_io import safe_load
+
+    try:
+        data = safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise MixAtlasError(f"{path}: cannot read the task map ({exc}); check --tasks map:FILE") from exc
+    except yaml.YAMLError as exc:
+        raise MixAtlasError(f"{path}: invalid YAML ({exc}); write 'source: task' lines") from exc
+    return parse_source_map(data, str(path), prefix)
+
+
+def shipped_source_map() -> SourceMap:
+    """The map of known corpora shipped with the package (`atlas/known_sources.yaml`)."""
+    from mixatlas.yaml_io import safe_load
+
+    text = resources.files("mixatlas.atlas").joinpath(SHIPPED_MAP).read_text(encoding="utf-8")
+    return parse_source_map(safe_load(text), SHIPPED_MAP, "known")
+
+
+class TaskTyper:
+    """Types samples: explicit task / field, then source maps (user, shipped), then rules.
+
+    Build it with `from_spec` (`auto`, `rules`, `field:NAME`, `map:FILE.yaml`, or comma-joined parts).
+    An explicit label that names no known task falls through to the next level.
     """
 
-    def __init__(self, field: str | None = None, source_map: dict[str, str] | None = None) -> None:
+    def __init__(self, field: str | None = None, maps: list[SourceMap] | None = None) -> None:
         self.field = field
-        self.source_map = dict(source_map or {})
-        self._patterns = [(pattern, task) for pattern, task in self.source_map.items() if _is_glob(pattern)]
+        self.maps = list(maps or [])
 
     @classmethod
     def from_spec(cls, spec: str) -> TaskTyper:
         """Parse a `--tasks` value."""
-        kind, _, arg = spec.partition(":")
-        if spec == "rules":
-            return cls()
-        if kind == "field" and arg:
-            return cls(field=arg)
-        if kind == "map" and arg:
-            return cls(source_map=load_source_map(Path(arg)))
-        raise MixAtlasError(f"--tasks {spec!r}: expected 'rules', 'field:NAME' or 'map:FILE.yaml'")
+        field, user_map, shipped = None, None, False
+        for part in (p.strip() for p in spec.split(",")):
+            kind, _, arg = part.partition(":")
+            if part == "rules":
+                continue
+            if part == "auto":
+                shipped = True
+            elif kind == "field" and arg:
+                field, shipped = arg, True
+            elif kind == "map" and arg:
+                user_map = load_source_map(Path(arg))
+                shipped = shipped or user_map.use_shipped
+            else:
+                raise MixAtlasError(f"--tasks {spec!r}: expected 'auto', 'rules', 'field:NAME' or "
+                                    "'map:FILE.yaml' (comma-joined parts combine)")
+        if user_map is not None and not user_map.use_shipped:
+            shipped = False
+        maps = [m for m in (user_map, shipped_source_map() if shipped else None) if m is not None]
+        return cls(field=field, maps=maps)
+
+    def type(self, sample: Sample) -> Typing:
+        """Task, deciding rule and per-turn mix of `sample`."""
+        task = normalize_task(sample.task)
+        if task is not None:
+            return Typing(task, "explicit", "")
+        if self.field is not None:
+            task = normalize_task(_field_value(sample, self.field))
+            if task is not None:
+                return Typing(task, f"field:{self.field}", "")
+        prior: Entry | None = None
+        for source_map in self.maps:
+            entry = source_map.lookup(sample.source, sample.image)
+            if entry is None:
+                continue
+            if entry.task is not None:
+                return Typing(entry.task, entry.name, "")
+            prior = entry if entry.prior is not None else None
+            break
+        typing = type_conversation(sample.conversations)
+        if prior is not None and typing.rule in PRIOR_YIELDS_TO:
+            return Typing(str(prior.prior), f"{prior.name}:prior", typing.mix)
+        return typing
 
     def task_of(self, sample: Sample) -> str:
         """The task of `sample` (always one of `TASKS`)."""
-        task = normalize_task(sample.task)
-        if task is None and self.field is not None:
-            task = normalize_task(_field_value(sample, self.field))
-        if task is None and self.source_map:
-            task = self._mapped(sample.source)
-        return task or classify_conversation(sample.conversations)
-
-    def _mapped(self, source: str) -> str | None:
-        if source in self.source_map:
-            return self.source_map[source]
-        return next((task for pattern, task in self._patterns if fnmatch.fnmatchcase(source, pattern)), None)
-
-
-def _is_glob(pattern: str) -> bool:
-    return any(char in pattern for char in "*?[")
+        return self.type(sample).task
 
 
 def _field_value(sample: Sample, name: str) -> Any:
@@ -161,24 +267,12 @@ def _field_value(sample: Sample, name: str) -> Any:
     return value
 
 
-def load_source_map(path: Path) -> dict[str, str]:
-    """Read a YAML mapping `{source name or glob: task}`; `MixAtlasError` names a bad entry."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise MixAtlasError(f"{path}: cannot read the task map ({exc}); check --tasks map:FILE") from exc
-    except yaml.YAMLError as exc:
-        raise MixAtlasError(f"{path}: invalid YAML ({exc}); write 'source: task' lines") from exc
-    if not isinstance(data, dict):
-        raise MixAtlasError(f"{path}: expected a mapping of 'source: task' lines")
-    mapping = {}
-    for source, label in data.items():
-        task = normalize_task(label)
-        if task is None:
-            raise MixAtlasError(
-                f"{path}: source {source!r} maps to unknown task {label!r}; use one of: {', '.join(TASKS)}"
-            )
-        mapping[str(source)] = task
-    return mapping
+def resolve_spec(spec: str) -> str:
+    """`spec` with every `map:FILE` made absolute, so `atlas assign` applies the same typing from anywhere."""
+    parts = []
+    for part in spec.split(","):
+        part = part.strip()
+        if part.startswith("map:"):
+            part = "map:" + str(Path(part[4:]).expanduser().resolve())
+        parts.append(part)
+    return ",".join(parts)
