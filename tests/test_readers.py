@@ -6,6 +6,7 @@ import io
 import json
 import re
 import tarfile
+import warnings
 from pathlib import Path
 
 import pyarrow as pa
@@ -298,3 +299,131 @@ def test_missing_corrupt_and_truncated_images_are_rejected_with_their_line(tmp_p
         open_image(str(tmp_path / "truncated.png"))
     with pytest.raises(MixAtlasError, match="missing image"):
         image_bytes(f"{tmp_path / 'none.tar'}::a.png")
+
+
+# -- issue 13: a bad record in the middle of each format is found by its reported location ------------------
+
+
+def good_record(i: int) -> dict:
+    return {"id": f"r{i}", "conversations": conv(f"q{i}", f"a{i}")}
+
+
+def read_rejects(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_jsonl_bad_record_in_the_middle_is_found_by_its_line(tmp_path: Path) -> None:
+    lines = [json.dumps(good_record(i)) for i in range(5)]
+    lines[2] = '{"id": "r2", "conversations": '
+    corpus = write_jsonl(tmp_path / "c.jsonl", lines)
+    with Rejects(tmp_path / "rejects.jsonl") as rejects:
+        assert [s.id for s in read_corpus(corpus, rejects=rejects)] == ["r0", "r1", "r3", "r4"]
+    (entry,) = read_rejects(tmp_path / "rejects.jsonl")
+    assert entry["where"] == 3 and corpus.read_text().splitlines()[entry["where"] - 1] == lines[2]
+
+
+def test_json_array_bad_record_in_the_middle_is_found_by_element_and_byte(tmp_path: Path) -> None:
+    records = [good_record(i) for i in range(5)]
+    records[3]["conversations"] = [{"from": "robot", "value": "x"}]  # valid JSON, bad record
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(records), encoding="utf-8")  # one line: a line number finds nothing
+    with Rejects(tmp_path / "rejects.jsonl") as rejects:
+        assert [s.id for s in read_corpus(path, rejects=rejects)] == ["r0", "r1", "r2", "r4"]
+    (entry,) = read_rejects(tmp_path / "rejects.jsonl")
+    index, byte = map(int, re.fullmatch(r"element (\d+) \(byte (\d+), line 1\)", entry["where"]).groups())
+    assert index == 3 and entry["reason"].startswith("bad conversations: turn 1 has speaker 'robot'")
+    found, _ = json.JSONDecoder().raw_decode(path.read_bytes()[byte:].decode())
+    assert found == records[3]
+
+
+def test_json_array_invalid_utf8_element_is_rejected_alone(tmp_path: Path) -> None:
+    parts = [json.dumps(good_record(i)).encode() for i in range(3)]
+    parts[1] = parts[1].replace(b'"a1"', b'"a\xff1"')
+    assert b"\xff" in parts[1]
+    path = tmp_path / "train.json"
+    path.write_bytes(b"[" + b",\n".join(parts) + b"]")
+    with Rejects(tmp_path / "rejects.jsonl") as rejects:
+        assert [s.id for s in read_corpus(path, rejects=rejects)] == ["r0", "r2"]
+    (entry,) = read_rejects(tmp_path / "rejects.jsonl")
+    bad_byte = path.read_bytes().index(b"\xff")
+    assert entry["where"].startswith("element 1 (byte ")
+    expected = f"invalid UTF-8: byte 0xff at byte {bad_byte} of the file; re-save the file as UTF-8"
+    assert entry["reason"] == expected
+    with pytest.raises(MixAtlasError, match=r"train\.json, element 1 \(byte \d+, line 2\): invalid UTF-8"):
+        list(read_corpus(path, rejects=Rejects(None, strict=True)))
+
+
+def test_webdataset_bad_record_in_the_middle_is_found_by_its_member(tmp_path: Path) -> None:
+    members = []
+    for i in range(4):
+        payload = b"{cut" if i == 2 else json.dumps(good_record(i)).encode()
+        members += [(f"{i:03d}.json", payload), (f"{i:03d}.png", png_bytes((i, i, i)))]
+    shard = write_wds(tmp_path / "shard-0.tar", members)
+    with Rejects(tmp_path / "rejects.jsonl") as rejects:
+        samples = list(read_corpus(shard, rejects=rejects))
+    assert [s.id for s in samples] == ["r0", "r1", "r3"]
+    assert samples[2].where == "member 003.png"  # where an image problem of this sample will be reported
+    (entry,) = read_rejects(tmp_path / "rejects.jsonl")
+    assert entry["where"] == "member 002.json" and entry["reason"].startswith("malformed JSON")
+    with tarfile.open(shard) as tar:
+        assert tar.extractfile(entry["where"].removeprefix("member ")).read() == b"{cut"
+
+
+def test_parquet_bad_record_in_the_middle_is_found_by_row_group_and_row(tmp_path: Path) -> None:
+    conversations = [json.dumps(conv(f"q{i}", f"a{i}")) for i in range(6)]
+    conversations[4] = "[]"
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"id": [f"r{i}" for i in range(6)], "conversations": conversations}), path,
+                   row_group_size=3)
+    with Rejects(tmp_path / "rejects.jsonl") as rejects:
+        assert [s.id for s in read_corpus(path, rejects=rejects)] == ["r0", "r1", "r2", "r3", "r5"]
+    (entry,) = read_rejects(tmp_path / "rejects.jsonl")
+    assert entry["where"] == "row 4 (row group 1, index 1)"
+    group = pq.ParquetFile(path).read_row_group(1)
+    assert group.column("conversations")[1].as_py() == "[]"
+
+
+# -- issue 13: every image mode decodes to what it looks like, without a warning ---------------------------
+
+
+def encoded(img: Image.Image, fmt: str, **options) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **options)
+    return buf.getvalue()
+
+
+def palette_with_byte_transparency() -> bytes:
+    img = Image.new("P", (4, 4), 0)
+    img.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    img.putpixel((1, 1), 1)
+    return encoded(img, "PNG", transparency=b"\x00\xff")  # red fully transparent, blue opaque
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "corner", "inside"),
+    [
+        ("palette-transparency.png", palette_with_byte_transparency(), (255, 255, 255), (0, 0, 255)),
+        ("la.png", encoded(Image.new("LA", (4, 4), (0, 0)), "PNG"), (255, 255, 255), (255, 255, 255)),
+        ("rgba-half.png", encoded(Image.new("RGBA", (4, 4), (0, 0, 0, 128)), "PNG"), (127, 127, 127), None),
+        ("cmyk.jpg", encoded(Image.new("CMYK", (4, 4), (0, 255, 255, 0)), "JPEG"), (255, 0, 0), None),
+        ("grey16.png", encoded(Image.new("I;16", (4, 4), 40000), "PNG"), (156, 156, 156), None),
+        ("animated.gif", encoded(Image.new("P", (4, 4), 3), "GIF", save_all=True,
+                                 append_images=[Image.new("P", (4, 4), 5)]), None, None),
+    ],
+)
+def test_image_modes_become_rgb_as_they_look_without_warnings(
+    tmp_path: Path, name: str, data: bytes, corner, inside
+) -> None:
+    from mixatlas.atlas.embed import PixelEmbedder
+
+    path = tmp_path / name
+    path.write_bytes(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any library warning fails the test
+        image = open_image(str(path))
+        embedding = PixelEmbedder().embed([image])
+    assert image.mode == "RGB" and embedding.shape == (1, PixelEmbedder().dim)
+    if corner is not None:
+        assert all(abs(a - b) <= 2 for a, b in zip(image.getpixel((0, 0)), corner, strict=True))
+    if inside is not None:
+        assert image.getpixel((1, 1)) == inside
