@@ -70,7 +70,7 @@ def test_recipe_of_gp_ucb_study(family: dict[str, Path], gp_recipe: Recipe) -> N
     assert recipe.atlas_fingerprint == "atlas-a" and recipe.centroids_fingerprint == "cent-a"
     prov = recipe.provenance
     assert prov["method"] == "gp-ucb" and prov["mode"] == "task" and prov["budget"] == BUDGET
-    assert prov["chosen"] == "posterior-mean maximizer" and prov["n_finished"] == BUDGET
+    assert prov["chosen"].startswith("posterior LCB") and prov["n_finished"] == BUDGET
     # the prediction is in loss units (not the negated utility) and near what was observed
     assert recipe.prediction is not None and recipe.prediction.sd > 0
     assert min(values) - 0.2 < recipe.prediction.mean < max(values) + 0.2
@@ -155,7 +155,7 @@ def test_cli_recipe_and_show(family: dict[str, Path], tmp_path: Path) -> None:
     assert shown.returncode == 0, shown.stderr
     text = shown.stderr + shown.stdout
     recipe = Recipe.load(out)
-    for name in (*recipe.concepts, *recipe.tasks, "total", "posterior-mean maximizer", "best baseline"):
+    for name in (*recipe.concepts, *recipe.tasks, "total", "posterior LCB", "best baseline"):
         assert name in text
     missing = _mixatlas("recipe", "show", str(tmp_path / "nope.yaml"))
     assert missing.returncode == 2 and "Traceback" not in missing.stderr

@@ -81,18 +81,6 @@ def open_candidates(space: MixtureSpace, history: History) -> np.ndarray:
     return unused if len(unused) else np.arange(len(space.candidates))
 
 
-def nearest_open_rows(space: MixtureSpace, history: History, targets_nd: np.ndarray) -> list[np.ndarray]:
-    """Pool rows nearest to each target point, each row used once (pool version of projection)."""
-    open_rows = list(open_candidates(space, history))
-    chosen = []
-    for target in np.atleast_2d(targets_nd):
-        dist = ((space.candidates[open_rows] - target[None]) ** 2).sum(axis=1)
-        chosen.append(space.candidates[open_rows.pop(int(dist.argmin()))].copy())
-        if not open_rows:
-            open_rows = list(range(len(space.candidates)))
-    return chosen
-
-
 def maximin_pick(
     pool_md: np.ndarray, existing_nd: np.ndarray, n: int, rng: np.random.Generator
 ) -> np.ndarray:
@@ -127,3 +115,18 @@ def space_filling(history: History, n: int, rng: np.random.Generator, n_pool: in
         ]
     pool = sobol_simplex(space, max(n_pool, 4 * n), rng)
     return [pool[i] for i in maximin_pick(pool, existing, n, rng)]
+
+
+def perturb(
+    space: MixtureSpace, params_nd: np.ndarray, scale: float | np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """(n, d) feasible random neighbours of (n, d) points: multiplicative log-normal noise of size
+    `scale` per row, a little mass moved to random cells (so zero cells can switch on), then projected."""
+    scale_n = np.broadcast_to(np.asarray(scale, dtype=np.float64), (len(params_nd),))[:, None]
+    noisy = params_nd * np.exp(scale_n * 3.0 * rng.standard_normal(params_nd.shape))
+    spread = space.sample(len(params_nd), rng, alpha=1.0)
+    mixed = np.empty_like(noisy)
+    for block in space.simplex_blocks:
+        part = noisy[:, block] / np.maximum(noisy[:, block].sum(axis=1, keepdims=True), 1e-300)
+        mixed[:, block] = (1 - scale_n * 0.3) * part + scale_n * 0.3 * spread[:, block]
+    return space.project_many(mixed)

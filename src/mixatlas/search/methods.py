@@ -6,6 +6,7 @@ from mixatlas.errors import MixAtlasError
 from mixatlas.search.base import Optimizer
 from mixatlas.search.baselines import NaturalMixture, RandomSearch, UniformMixture
 from mixatlas.search.gp_ucb import GPUCB
+from mixatlas.search.mixing_law import MixingLawSearch
 from mixatlas.search.regmix import RegMix
 
 METHODS: dict[str, type[Optimizer]] = {
@@ -14,6 +15,7 @@ METHODS: dict[str, type[Optimizer]] = {
     "random": RandomSearch,
     "uniform": UniformMixture,
     "natural": NaturalMixture,
+    "mixing-law": MixingLawSearch,
 }
 
 

@@ -5,6 +5,12 @@ in [0.1, 5]; cells are capped at 15 x prior where that cap leaves a feasible spa
 to the design (`ask` only ever returns design points). `recommend` fits LightGBM (1000 trees, learning
 rate 0.01) on the finished trials, predicts many fresh design draws and returns the mean of the top-k
 (projected onto the constraints), or the top predicted row on pool problems.
+
+Pool mode (the pool is itself a RegMix-style design of trained mixtures): the design is uniformly random
+unused rows of the pool and the choice the top predicted row, as published for a fixed set of trained
+proxies. Deviations: LightGBM's `min_child_samples` / `num_leaves` are scaled down for studies of tens of
+trials (LightGBM's defaults make no split below 20 samples); the top-k mean is not used on pools (a mean
+of rows is not a trained mixture).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import numpy as np
 from mixatlas.errors import MixAtlasError
 from mixatlas.search.base import History, Optimizer, Recommendation
 from mixatlas.search.baselines import best_observed
-from mixatlas.search.design import dirichlet_rows, feasible, history_rng, nearest_open_rows
+from mixatlas.search.design import dirichlet_rows, feasible, history_rng, open_candidates
 from mixatlas.space import MixtureSpace
 
 
@@ -51,7 +57,9 @@ class RegMix(Optimizer):
         rng = history_rng(history, self.name)
         space = history.space
         if space.candidates is not None:
-            return nearest_open_rows(space, history, self._raw_draws(space, n, rng))
+            open_rows = open_candidates(space, history)
+            picks = rng.choice(open_rows, size=n, replace=n > len(open_rows))
+            return [space.candidates[i].copy() for i in picks]
         return list(self.design(space, n, rng))
 
     def recommend(self, history: History) -> Recommendation:
