@@ -124,7 +124,7 @@ class SyntheticProblem:
             step = np.where(better, step * 1.5, step * 0.5)
             if step.max() < 1e-10:
                 break
-        if space.mode == "factored":  # the repair is not a projection: finish the best starts with SLSQP
+        if not space.parametrization.exact_projection:  # a repair, not a projection: finish with SLSQP
             x = np.stack([self._slsqp(start) for start in x[np.argsort(f)[:3]]])
             f = self.loss_of_params(x)
         return x[int(np.argmin(f))].copy()
