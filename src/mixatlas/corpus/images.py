@@ -68,6 +68,10 @@ def image_bytes(ref: str) -> bytes:
             return Path(container).read_bytes()
         if container.endswith(".parquet"):
             return _parquet_image_bytes(container, int(member))
+        if container.endswith(".arrow"):
+            from mixatlas.corpus.hf_datasets import arrow_image_bytes
+
+            return arrow_image_bytes(container, int(member))
         return _tar_member_bytes(container, member)
     except ImageRejected:
         raise

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+from mixatlas.corpus.hf_datasets import HF_FORMAT, hf_dataset_files, is_hf_dataset, read_hf_file
 from mixatlas.corpus.images import REF_SEP, parquet_image_column
 from mixatlas.corpus.records import RecordParser
 from mixatlas.corpus.rejects import Rejects
@@ -38,6 +39,7 @@ EXTENSIONS = {
     ".ndjson": "jsonl",
     ".json": "llava-json",
     ".parquet": "parquet",
+    ".arrow": HF_FORMAT,  # Hugging Face `datasets` shards (corpus/hf_datasets.py)
 }
 SYNTH_MANIFEST = "synth.json"
 WDS_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
@@ -70,7 +72,7 @@ def read_corpus(
             sample id is a reject too (ids are held in memory: about 100 bytes per sample).
     """
     files = corpus_files(path, fmt)
-    fmt = fmt or _common_format(files)
+    fmt = fmt or _detected_format(path, files)
     read_file = READERS[fmt]
     seen_ids: set[str] = set()
     yielded = 0
@@ -90,7 +92,14 @@ def read_corpus(
 
 def detect_format(path: PathSpec) -> str:
     """The corpus format of `path` from its file extensions (`MixAtlasError` when unknown or mixed)."""
-    return _common_format(corpus_files(path, None))
+    return _detected_format(path, corpus_files(path, None))
+
+
+def _detected_format(path: PathSpec, files: list[Path]) -> str:
+    """`hf` for a Hugging Face `datasets` folder (its Parquet shards too), else from the file extensions."""
+    if isinstance(path, str | Path) and is_hf_dataset(Path(path)):
+        return HF_FORMAT
+    return _common_format(files)
 
 
 def corpus_files(path: PathSpec, fmt: str | None) -> list[Path]:
@@ -124,6 +133,8 @@ def _entry_files(entry: Path, fmt: str | None) -> list[Path]:
 
 
 def _folder_files(folder: Path, fmt: str | None) -> list[Path]:
+    if is_hf_dataset(folder) and fmt in (None, HF_FORMAT):
+        return hf_dataset_files(folder)
     if (folder / SYNTH_MANIFEST).is_file() and (folder / "train.jsonl").is_file():
         return [folder / "train.jsonl"]
     files = sorted(p for p in folder.iterdir() if p.is_file() and format_of(p) is not None)
@@ -535,4 +546,5 @@ READERS: dict[str, Callable[[Path, RecordParser], Iterator[Sample]]] = {
     "jsonl": _read_jsonl,
     "wds": _read_wds,
     "parquet": _read_parquet,
+    HF_FORMAT: read_hf_file,
 }
