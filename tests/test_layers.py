@@ -12,7 +12,7 @@ import mixatlas
 PACKAGE = Path(mixatlas.__file__).parent
 # Bottom (1) to top (8); a module may import its own layer or a lower one.
 LAYERS = {
-    "errors": 1, "console": 1, "space": 1, "corpus": 1,
+    "errors": 1, "console": 1, "yaml_io": 1, "space": 1, "corpus": 1,
     "atlas": 2,
     "objectives": 3, "executors": 3, "tracking": 3,
     "search": 4,

@@ -20,6 +20,7 @@ from mixatlas.executors import make_executor
 from mixatlas.objectives.base import Target
 from mixatlas.objectives.callable import CallableObjective
 from mixatlas.search.loop import run_search
+from mixatlas.search.recommend import recommend
 from mixatlas.search.study import Study
 from mixatlas.space import Mixture, MixtureSpace
 
@@ -80,7 +81,7 @@ def test_search_stops_at_exact_budget_with_trial_files(tmp_path):
         stored = json.loads((folder / "metrics.json").read_text())["metrics"]["val/loss"]
         assert stored == trial.value == quadratic_loss(trial.mixture)["val/loss"]
         assert trial.worker.split(":")[1] != str(os.getpid())  # ran in a worker process
-    _, _, best = study.recommend()
+    best = recommend(study).trial
     assert best.value == min(t.value for t in trials)
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Result, Target
-from mixatlas.search.study import Study
+from mixatlas.search.recommend import recommend
+from mixatlas.search.study import Study, TrialState
 from mixatlas.space import MixtureSpace
 
 
@@ -101,7 +102,8 @@ def test_recommend_and_rows(study, space, tmp_path):
         study.start_trial(trial.id, trial_dir=tmp_path / f"t{i}", worker="local")
         values[trial.id] = 3.0 - i
         study.finish_trial(trial.id, Result({"val/loss": values[trial.id]}))
-    _, mixture, trial = study.recommend()
+    rec = recommend(study)
+    mixture, trial = rec.mixture, rec.trial
     assert trial is not None and trial.value == min(values.values())  # random recommends the best observed
     np.testing.assert_allclose(mixture.weights_kt, trial.mixture.weights_kt)
     rows = study.to_rows()
@@ -112,7 +114,7 @@ def test_recommend_and_rows(study, space, tmp_path):
 
 def test_recommend_without_trials_is_a_user_error(study):
     with pytest.raises(MixAtlasError, match="no finished trials"):
-        study.recommend()
+        recommend(study)
 
 
 def test_open_missing_or_corrupt_study(tmp_path, study, space):
@@ -206,3 +208,46 @@ def test_share_from_takes_over_finished_trials_of_another_target(tmp_path: Path)
     with pytest.raises(MixAtlasError, match="cannot share its trials"):
         open_study(other_space)
     assert not (tmp_path / "c.db").exists()  # refused before any file is written
+
+
+def test_trial_states_are_an_enum_stored_as_text(study, space, tmp_path):
+    trial = study.add_trial(space.uniform_params())
+    assert trial.state is TrialState.PENDING and not trial.state.is_finished()
+    study.start_trial(trial.id, trial_dir=tmp_path / "t", worker="local")
+    assert study.trial(trial.id).state is TrialState.RUNNING
+    study.fail_trial(trial.id, "boom", retry=False)
+    assert study.trial(trial.id).state.is_finished() and TrialState.DONE.is_finished()
+    assert study.count(TrialState.FAILED) == 1 and study.trials(TrialState.PENDING) == []
+    # The file keeps the plain text, so studies written before the enum still open.
+    with sqlite3.connect(study.path) as conn:
+        assert conn.execute("SELECT state FROM trials").fetchone()[0] == "failed"
+    with pytest.raises(ValueError):
+        study.trials("finished")
+
+
+def test_target_owns_the_direction():
+    loss, accuracy = Target.parse("loss", minimize=True), Target.parse("acc")
+    assert loss.best([3.0, 1.0, 2.0]) == 1.0 and accuracy.best([3.0, 1.0, 2.0]) == 3.0
+    assert loss.best([("a", 2.0), ("b", 2.0)], key=lambda pair: pair[1]) == ("a", 2.0)  # first on ties
+    assert loss.gain(1.0, reference=3.0) == 2.0 and accuracy.gain(1.0, reference=3.0) == -2.0
+    assert loss.from_utility(loss.to_utility(0.7)) == 0.7 and loss.to_utility(0.7) == -0.7
+    assert loss.utility({"loss": 2.0}) == -2.0 and accuracy.utility({"acc": 2.0}) == 2.0
+    np.testing.assert_array_equal(loss.running_best(np.array([3.0, 4.0, 1.0])), [3.0, 3.0, 1.0])
+    np.testing.assert_array_equal(accuracy.running_best(np.array([3.0, 4.0, 1.0])), [3.0, 4.0, 4.0])
+    assert loss.retarget("other").minimize and (loss.direction, accuracy.better) == ("minimize", "higher")
+    with pytest.raises(ValueError):
+        loss.best([])
+
+
+def test_recommend_for_another_target_rescores_the_finished_trials(study, space, tmp_path):
+    # Trial 1 is best on the study's target, trial 2 on "val/other"; both minimized.
+    for i, (loss, other) in enumerate([(1.0, 9.0), (2.0, 0.5)]):
+        trial = study.add_trial(space.uniform_params() if i == 0 else space.natural_params())
+        study.start_trial(trial.id, trial_dir=tmp_path / f"t{i}", worker="local")
+        study.finish_trial(trial.id, Result({"val/loss": loss, "val/other": other}))
+    own = recommend(study)
+    other = recommend(study, study.target.retarget("val/other"))
+    assert (own.trial.id, own.observed, own.chosen) == (1, 1.0, "trial 1")
+    assert (other.trial.id, other.observed, other.target.spec) == (2, 0.5, "val/other")
+    with pytest.raises(MixAtlasError, match="missing"):
+        recommend(study, Target.parse("missing"))

@@ -160,7 +160,7 @@ def _searches(out: Path, atlas: Any, plan: DemoPlan, runs: list[tuple[str, str, 
     from mixatlas.objectives.base import Target
     from mixatlas.objectives.registry import build_objective
     from mixatlas.search.loop import run_search
-    from mixatlas.search.study import Study
+    from mixatlas.search.study import Study, TrialState
     from mixatlas.space import MixtureSpace
 
     objective = build_objective(spec)
@@ -181,7 +181,7 @@ def _searches(out: Path, atlas: Any, plan: DemoPlan, runs: list[tuple[str, str, 
                                  target=Target.parse(TARGET, minimize=True), method=method,
                                  budget=budget, seed=plan.seed, meta=meta)
         try:
-            if study.count("done") >= study.budget:
+            if study.count(TrialState.DONE) >= study.budget:
                 console.print(f"  {axis}-{method}: done already")
                 continue
             console.print(f"  {axis} axis, {method}: {study.budget} proxy runs")
@@ -203,6 +203,7 @@ def _final_evaluation(out: Path, studies: list[Path], plan: DemoPlan, spec: dict
     from mixatlas.objectives.base import Target
     from mixatlas.objectives.registry import build_objective
     from mixatlas.search.loop import run_trial
+    from mixatlas.search.recommend import recommend
     from mixatlas.search.study import Study
 
     record = out / "final_eval.json"
@@ -216,7 +217,7 @@ def _final_evaluation(out: Path, studies: list[Path], plan: DemoPlan, spec: dict
             continue
         study = Study.open(path)
         try:
-            _, mixture, _ = study.recommend()
+            mixture = recommend(study).mixture
         finally:
             study.close()
         for r in missing:

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 import typer
 
 from mixatlas.console import console
+from mixatlas.search.study import TrialState
 
 if TYPE_CHECKING:
     from mixatlas.search.study import Study
-    from mixatlas.space import Mixture
+    from mixatlas.space import Mixture, MixtureSpace
 
 study_app = typer.Typer(
     help="Inspect a search study (trials and the current recommendation).", no_args_is_help=True
@@ -114,10 +115,10 @@ def search(
     cfg = SearchConfig.load(config_path, flags)
     study_obj, objective_obj = open_study(cfg)
     runs = cfg.runs_dir or default_runs_dir(study_obj.path)
-    done = study_obj.count("done")
+    done = study_obj.count(TrialState.DONE)
     console.print(
         f"study {study_obj.path}: {study_obj.method}, budget {study_obj.budget} ({done} done), "
-        f"{'minimize' if study_obj.target.minimize else 'maximize'} {study_obj.target.spec}; "
+        f"{study_obj.target.direction} {study_obj.target.spec}; "
         f"{study_obj.space.describe()}",
         highlight=False,
     )
@@ -155,7 +156,7 @@ def show(
 
     study_obj = Study.open(study)
     print_trials(study_obj)
-    if study_obj.count("done"):
+    if study_obj.count(TrialState.DONE):
         print_recommendation(study_obj)
     if csv_out is not None:
         write_csv(study_obj, csv_out)
@@ -166,8 +167,8 @@ def print_trials(study: Study) -> None:
     """One line per trial: state, attempts, target value, cost, the searched axis's heaviest parts, error."""
     from rich.table import Table
 
-    table = Table(title=f"{study.path} — {study.method}, {study.count('done')}/{study.budget} done")
-    heaviest = f"heaviest {study.space.mode if study.space.mode in ('task', 'concept') else 'cell'}s"
+    table = Table(title=f"{study.path} — {study.method}, {study.count(TrialState.DONE)}/{study.budget} done")
+    heaviest = f"heaviest {study.space.parametrization.part}s"
     for column in ("id", "state", "att", study.target.spec, "cost s", heaviest, "error"):
         table.add_column(column, overflow="fold", no_wrap=column != "error")
     for trial in study.trials():
@@ -177,7 +178,7 @@ def print_trials(study: Study) -> None:
             str(trial.attempts),
             "" if trial.value is None else f"{trial.value:.5g}",
             "" if trial.cost_s is None else f"{trial.cost_s:.1f}",
-            _heaviest(trial.mixture, study.space.mode),
+            _heaviest(study.space, trial.mixture),
             (trial.error or "")[:80],
         )
     console.print(table)
@@ -187,14 +188,16 @@ def print_recommendation(study: Study) -> None:
     """The method's recommended mixture: prediction (mean ± sd), observation, and both marginals."""
     from rich.table import Table
 
-    recommendation, mixture, trial = study.recommend()
-    sign = -1.0 if study.target.minimize else 1.0  # predictions are utilities; show them as target values
-    lines = [f"recommendation ({recommendation.source}) for {study.target.spec}:"]
-    if recommendation.mean is not None:
-        sd = "" if recommendation.sd is None else f" ± {recommendation.sd:.3g}"
-        lines.append(f"  predicted {sign * recommendation.mean:.5g}{sd}")
-    if trial is not None:
-        lines.append(f"  observed {trial.value:.5g} (trial {trial.id})")
+    from mixatlas.search.recommend import recommend
+
+    rec = recommend(study)
+    mixture = rec.mixture
+    lines = [f"recommendation ({rec.recommendation.source}) for {study.target.spec}:"]
+    if rec.predicted is not None:
+        mean, sd = rec.predicted
+        lines.append(f"  predicted {mean:.5g}" + ("" if sd is None else f" ± {sd:.3g}"))
+    if rec.trial is not None:
+        lines.append(f"  observed {rec.trial.value:.5g} (trial {rec.trial.id})")
     console.print("\n".join(lines), highlight=False)
     for axis, names, weights in (
         ("concept", mixture.concepts, mixture.concept_marginal),
@@ -221,18 +224,10 @@ def write_csv(study: Study, path: Path) -> None:
         writer.writerows(rows)
 
 
-def _heaviest(mixture: Mixture, mode: str, n: int = 3) -> str:
-    """The `n` heaviest parts of the axis the study searched: tasks (task mode), concepts (concept mode),
-    else cells (concept/task)."""
+def _heaviest(space: MixtureSpace, mixture: Mixture, n: int = 3) -> str:
+    """The `n` heaviest parts of what the study's space searches: tasks, concepts or cells (concept/task)."""
     import numpy as np
 
-    if mode == "task":
-        names, weights = list(mixture.tasks), mixture.task_marginal
-    elif mode == "concept":
-        names, weights = list(mixture.concepts), mixture.concept_marginal
-    else:
-        single = len(mixture.tasks) == 1
-        names = [c if single else f"{c}/{t}" for c in mixture.concepts for t in mixture.tasks]
-        weights = mixture.weights_kt.ravel()
+    names, weights = space.parts(mixture)
     order = np.argsort(weights)[::-1][:n]
     return " ".join(f"{names[i]} {weights[i]:.2f}" for i in order)

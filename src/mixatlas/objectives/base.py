@@ -9,9 +9,12 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
+
+import numpy as np
 
 from mixatlas.errors import MixAtlasError
 from mixatlas.space import Mixture
@@ -117,6 +120,9 @@ class Objective(Protocol):
     def evaluate(self, mixture: Mixture, ctx: TrialContext) -> Result: ...
 
 
+T = TypeVar("T")
+ArrayOrFloat = TypeVar("ArrayOrFloat", float, np.ndarray)
+
 _TERM = re.compile(r"^\s*(?:([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*\*\s*)?([^\s*+]+)\s*$")
 
 
@@ -141,9 +147,16 @@ class Target:
                 )
             terms.append((match.group(2), float(match.group(1) or 1.0)))
         total = sum(w for _, w in terms)
+        if not math.isfinite(total):  # 1e308*a + 1e308*b: every weight would normalize to 0
+            raise MixAtlasError(f"target {spec!r}: the weights overflow (their sum is {total}); use "
+                                "relative weights such as 0.5*a + 0.5*b")
         if total <= 0:
             raise MixAtlasError(f"target {spec!r}: weights must sum to a positive number")
         return cls(tuple((name, w / total) for name, w in terms), minimize)
+
+    def retarget(self, spec: str) -> Target:
+        """Another metric (or average) optimized in this target's direction."""
+        return Target.parse(spec, minimize=self.minimize)
 
     @property
     def spec(self) -> str:
@@ -164,7 +177,44 @@ class Target:
             total += weight * value
         return total
 
+    # -- direction: the only code that reads `minimize` to orient values --------------------------------
+    @property
+    def direction(self) -> str:
+        """"minimize" or "maximize" (for display)."""
+        return "minimize" if self.minimize else "maximize"
+
+    @property
+    def better(self) -> str:
+        """"lower" or "higher": which values are better (for display)."""
+        return "lower" if self.minimize else "higher"
+
     def utility(self, metrics: dict[str, float]) -> float:
         """The value oriented so that larger is better (what optimizers maximize)."""
-        value = self.value(metrics)
+        return float(self.to_utility(self.value(metrics)))
+
+    def to_utility(self, value: ArrayOrFloat) -> ArrayOrFloat:
+        """Target value(s) (float or array) -> utility, larger is better."""
         return -value if self.minimize else value
+
+    def from_utility(self, utility: ArrayOrFloat) -> ArrayOrFloat:
+        """Utility (float or array, e.g. a surrogate's posterior mean) -> target value(s)."""
+        return -utility if self.minimize else utility
+
+    def gain(self, value: float, reference: float) -> float:
+        """How much better `value` is than `reference` in target units (positive = better)."""
+        return float(self.to_utility(value) - self.to_utility(reference))
+
+    def best(self, items: Iterable[T], key: Callable[[T], float] | None = None) -> T:
+        """The item with the best target value (`key(item)`, default the item itself); the first on ties.
+
+        Raises ValueError on an empty iterable.
+        """
+        values = list(items)
+        if not values:
+            raise ValueError("Target.best of nothing")
+        return max(values, key=lambda item: self.to_utility(item if key is None else key(item)))
+
+    def running_best(self, values_n: np.ndarray) -> np.ndarray:
+        """(n,) best value so far after each of (n,) values (in trial order)."""
+        values = np.asarray(values_n, dtype=np.float64)
+        return (np.minimum if self.minimize else np.maximum).accumulate(values)

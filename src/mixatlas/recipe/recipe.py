@@ -9,6 +9,7 @@ baselines' scores from the same study family.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import yaml
 from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Target
 from mixatlas.space import Mixture
+from mixatlas.yaml_io import safe_load
 
 RECIPE_VERSION = 1
 
@@ -103,8 +105,7 @@ class Recipe:
         """The baseline with the best value in the target's direction, or None without baselines."""
         if not self.baselines:
             return None
-        minimize = self.target.minimize if self.target else False
-        return (min if minimize else max)(self.baselines, key=lambda b: b.value)
+        return self._target_or_maximized().best(self.baselines, key=lambda b: b.value)
 
     def score(self) -> tuple[float, float | None] | None:
         """(value, sd) of the recipe in target units: the observed value if a trial measured it (sd from the
@@ -122,9 +123,11 @@ class Recipe:
         best, score = self.best_baseline(), self.score()
         if best is None or score is None:
             return None
-        minimize = self.target.minimize if self.target else False
-        gain = best.value - score[0] if minimize else score[0] - best.value
-        return gain, score[1], best
+        return self._target_or_maximized().gain(score[0], best.value), score[1], best
+
+    def _target_or_maximized(self) -> Target:
+        """The recipe's target; a recipe without one compares values as larger-is-better."""
+        return self.target if self.target is not None else Target((("value", 1.0),), minimize=False)
 
     def with_transfer(self, mixture: Mixture, atlas_fingerprint: str | None,
                       centroids_fingerprint: str | None, note: dict[str, Any]) -> Recipe:
@@ -143,8 +146,7 @@ class Recipe:
         prov = self.provenance
         facts = []
         if self.target is not None:
-            direction = "minimize" if self.target.minimize else "maximize"
-            facts.append(("target", f"{self.target.spec} ({direction})"))
+            facts.append(("target", f"{self.target.spec} ({self.target.direction})"))
         if self.prediction is not None:
             sd = "" if self.prediction.sd is None else f" ± {self.prediction.sd:.3g}"
             facts.append(("prediction", f"{self.prediction.mean:.4g}{sd} ({self.prediction.source})"))
@@ -199,11 +201,15 @@ class Recipe:
             )
         mixture = Mixture.from_dict(data, origin=origin)
         atlas = data.get("atlas") or {}
+        if not isinstance(atlas, dict):
+            raise MixAtlasError(f"{origin}: field 'atlas' must be a mapping (fingerprint, "
+                                f"centroids_fingerprint), not {type(atlas).__name__}; regenerate it with "
+                                "`mixatlas recipe`")
         target = data.get("target")
         prediction = data.get("prediction")
         observation = data.get("observation")
         try:
-            return cls(
+            recipe = cls(
                 mixture=mixture,
                 atlas_fingerprint=atlas.get("fingerprint"),
                 centroids_fingerprint=atlas.get("centroids_fingerprint"),
@@ -218,6 +224,9 @@ class Recipe:
                 constraints=dict(data.get("constraints") or {}),
                 baselines=tuple(BaselineScore(**b) for b in data.get("baselines") or []),
             )
+            if recipe.max_epochs is not None and not 0 < recipe.max_epochs < math.inf:
+                raise ValueError(f"constraints.max_epochs is {recipe.max_epochs}, expected a positive number")
+            return recipe
         except (KeyError, TypeError, ValueError) as exc:
             raise MixAtlasError(
                 f"{origin}: malformed recipe field ({exc}); regenerate it with `mixatlas recipe`"
@@ -239,7 +248,7 @@ class Recipe:
         """
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text())
+            data = safe_load(path.read_text())
         except OSError as exc:
             raise MixAtlasError(f"{path}: cannot read recipe ({exc.strerror}); check the path") from None
         except yaml.YAMLError as exc:
@@ -323,9 +332,7 @@ def atlas_fingerprints(study: Any) -> tuple[str | None, str | None]:
 
 def _space_constraints(space: Any) -> dict[str, Any]:
     """The constraints a recipe records: mode, within-split, epoch cap, non-trivial bounds, frozen cells."""
-    out: dict[str, Any] = {"mode": space.mode}
-    if space.mode in ("task", "concept"):
-        out["within"] = space.within
+    out: dict[str, Any] = dict(space.settings())
     if space.max_epochs is not None:
         out["max_epochs"] = space.max_epochs
         out["planned_samples"] = space.planned_samples
@@ -342,10 +349,12 @@ def _space_constraints(space: Any) -> dict[str, Any]:
 
 def _best_done(study: Any, target: Target) -> tuple[float, int, int] | None:
     """(best value, its trial id, number of finished trials) under `target`, or None without any."""
-    scored = [(target.value(t.metrics), t.id) for t in study.trials("done") if t.metrics]
+    from mixatlas.search.study import TrialState
+
+    scored = [(target.value(t.metrics), t.id) for t in study.trials(TrialState.DONE) if t.metrics]
     if not scored:
         return None
-    value, trial_id = (min if target.minimize else max)(scored)
+    value, trial_id = target.best(scored, key=lambda pair: pair[0])
     return value, trial_id, len(scored)
 
 
@@ -401,37 +410,26 @@ def recipe_from_study(study_path: Path, target: str | None = None,
             study's; the method's recommendation is recomputed from the finished trials' metrics.
         baselines: baseline studies to score; None = the study's family (see :func:`study_family`).
     """
-    from mixatlas.search.base import History
-    from mixatlas.search.methods import make_optimizer
-    from mixatlas.search.study import Study
+    from mixatlas.search.recommend import recommend
+    from mixatlas.search.study import Study, TrialState
 
     path = resolve_study_path(study_path)
     study = Study.open(path)
     try:
-        tgt = study.target if target is None else Target.parse(target, minimize=study.target.minimize)
-        if target is None:
-            rec, mixture, trial = study.recommend()
-        else:
-            done = study.trials("done")
-            if not done:
-                raise MixAtlasError(f"{path}: no finished trials yet; run the search first")
-            utility = np.array([tgt.utility(t.metrics or {}) for t in done])
-            history = History(study.space, np.array([t.params for t in done]), utility,
-                              np.empty((0, study.space.dim)), study.budget, study.seed)
-            rec = make_optimizer(study.method, **study.method_options).recommend(history)
-            mixture = study.space.to_mixture(rec.params)
-            trial = next((t for t in done if np.allclose(t.params, rec.params, rtol=0, atol=1e-12)), None)
-        sign = -1.0 if tgt.minimize else 1.0
-        prediction = None if rec.mean is None else Prediction(sign * rec.mean, rec.sd, rec.source)
-        observation = None
-        if trial is not None and trial.metrics:
-            observation = Observation(trial.id, tgt.value(trial.metrics))
+        tgt = study.target if target is None else study.target.retarget(target)
+        rec = recommend(study, None if target is None else tgt)
+        trial = rec.trial
+        predicted = rec.predicted
+        source = rec.recommendation.source
+        prediction = None if predicted is None else Prediction(predicted[0], predicted[1], source)
+        observed = rec.observed
+        observation = None if observed is None else Observation(trial.id, observed)
         fingerprint, centroids = atlas_fingerprints(study)
         provenance = {
             "study": str(path), "method": study.method, "mode": study.space.mode,
-            "chosen": f"trial {trial.id}" if trial is not None and rec.source == "observed" else rec.source,
+            "chosen": rec.chosen,
             "trial_id": None if trial is None else trial.id,
-            "seed": study.seed, "budget": study.budget, "n_finished": study.count("done"),
+            "seed": study.seed, "budget": study.budget, "n_finished": study.count(TrialState.DONE),
             "created": now_iso(),
         }
         if baselines is None:
@@ -439,7 +437,7 @@ def recipe_from_study(study_path: Path, target: str | None = None,
         else:
             scores = family_baselines(study, tgt, [resolve_study_path(p) for p in baselines], explicit=True)
         return Recipe(
-            mixture=mixture, atlas_fingerprint=fingerprint, centroids_fingerprint=centroids, target=tgt,
+            mixture=rec.mixture, atlas_fingerprint=fingerprint, centroids_fingerprint=centroids, target=tgt,
             prediction=prediction, observation=observation, provenance=provenance,
             constraints=_space_constraints(study.space),
             baselines=tuple(scores),

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.text import Text
+
+from mixatlas.objectives.base import Target
 
 DPI = 110
 
@@ -36,6 +39,8 @@ class AxisSlice:
 
 
 def _save(fig: Figure, path: Path) -> Path:
+    for text in fig.findobj(Text):  # names are data: a '$' in a study or concept name is not mathtext
+        text.set_parse_math(False)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     return path
 
@@ -70,7 +75,7 @@ def recipe_heatmap(weights_kt: np.ndarray, concepts: Sequence[str], tasks: Seque
     return _save(fig, path)
 
 
-def best_so_far(panels: dict[str, list[Series]], path: Path, ylabel: str, minimize: bool) -> Path:
+def best_so_far(panels: dict[str, list[Series]], path: Path, target: Target) -> Path:
     """Best-so-far target value vs. trials, one panel per search axis, one line per method.
 
     The line is the mean over a method's studies (seeds); the band spans mean ± one standard deviation
@@ -91,18 +96,18 @@ def best_so_far(panels: dict[str, list[Series]], path: Path, ylabel: str, minimi
         ax.set_title(f"{panel} axis")
         ax.set_xlabel("finished trials")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(f"best {ylabel} so far ({'lower' if minimize else 'higher'} is better)")
+        ax.set_ylabel(f"best {target.spec} so far ({target.better} is better)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return _save(fig, path)
 
 
-def best_so_far_matrix(values_by_study: Sequence[Sequence[float]], minimize: bool) -> np.ndarray:
+def best_so_far_matrix(values_by_study: Sequence[Sequence[float]], target: Target) -> np.ndarray:
     """(s, n) running best of each study's values in trial order, shorter studies padded with their last."""
     length = max(len(v) for v in values_by_study)
     out = np.empty((len(values_by_study), length))
     for row, values in enumerate(values_by_study):
-        running = (np.minimum if minimize else np.maximum).accumulate(np.asarray(values, dtype=np.float64))
+        running = target.running_best(np.asarray(values, dtype=np.float64))
         out[row, : len(running)] = running
         out[row, len(running):] = running[-1]
     return out

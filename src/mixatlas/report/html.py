@@ -12,6 +12,7 @@ import numpy as np
 
 from mixatlas.console import progress_bar
 from mixatlas.errors import MixAtlasError
+from mixatlas.objectives.base import Target
 from mixatlas.recipe.recipe import Recipe, recipe_from_study, resolve_study_path
 from mixatlas.report import figures
 from mixatlas.space import Mixture
@@ -37,8 +38,7 @@ class StudyView:
     name: str
     method: str
     mode: str
-    target_spec: str
-    minimize: bool
+    target: Target
     budget: int
     seed: int
     done: list[Any]  # finished Trials in id order
@@ -52,20 +52,20 @@ class StudyView:
         return [t.value for t in self.done]
 
     def best_trial(self) -> Any:
-        return (min if self.minimize else max)(self.done, key=lambda t: t.value) if self.done else None
+        return self.target.best(self.done, key=lambda t: t.value) if self.done else None
 
 
 def load_study(path: Path) -> StudyView:
     """Read a study into a :class:`StudyView`."""
-    from mixatlas.search.study import Study
+    from mixatlas.search.study import Study, TrialState
 
     path = resolve_study_path(path)
     study = Study.open(path)
     try:
         return StudyView(
             path=path, name=path.parent.name if path.name == "study.db" else path.stem,
-            method=study.method, mode=study.space.mode, target_spec=study.target.spec,
-            minimize=study.target.minimize, budget=study.budget, seed=study.seed, done=study.trials("done"),
+            method=study.method, mode=study.space.mode, target=study.target,
+            budget=study.budget, seed=study.seed, done=study.trials(TrialState.DONE),
             trials=study.trials(), space=study.space, history=study.history(),
             method_options=study.method_options,
         )
@@ -97,7 +97,6 @@ def axis_slices(view: StudyView, mixture: Mixture) -> list[figures.AxisSlice]:
 
     gp = GPUCB(**view.method_options) if view.method == "gp-ucb" else GPUCB()
     grid = np.linspace(0.0, 1.0, GRID_POINTS)
-    sign = -1.0 if view.minimize else 1.0
     slices = []
     axes = {"task": view.space.tasks, "concept": view.space.concepts}
     for axis, names in axes.items():
@@ -112,7 +111,8 @@ def axis_slices(view: StudyView, mixture: Mixture) -> list[figures.AxisSlice]:
             except MixAtlasError:  # this mode cannot move this axis (e.g. tasks in concept mode)
                 break
             mean, sd = gp.posterior(view.history, params)
-            slices.append(figures.AxisSlice(axis, name, grid, sign * np.asarray(mean), np.asarray(sd),
+            slices.append(figures.AxisSlice(axis, name, grid, view.target.from_utility(np.asarray(mean)),
+                                            np.asarray(sd),
                                             float(marginal[index])))
     return slices
 
@@ -123,7 +123,7 @@ def _best_so_far_panels(views: list[StudyView]) -> dict[str, list[figures.Series
         if v.done:
             groups.setdefault(v.mode, {}).setdefault(v.method, []).append(v.values)
     return {
-        mode: [figures.Series(method, figures.best_so_far_matrix(vals, views[0].minimize))
+        mode: [figures.Series(method, figures.best_so_far_matrix(vals, views[0].target))
                for method, vals in sorted(methods.items())]
         for mode, methods in groups.items()
     }
@@ -199,9 +199,9 @@ def _pick_recipe_study(views: list[StudyView]) -> StudyView:
     pool = [v for v in views if v.method == "gp-ucb" and v.done] or [v for v in views if v.done]
     if not pool:
         raise MixAtlasError("report: none of the studies has a finished trial; run the searches first")
-    joint = [v for v in pool if v.mode == "joint"]
+    joint = [v for v in pool if v.space.parametrization.free_cells]
     pool = joint or pool
-    best = (min if pool[0].minimize else max)(pool, key=lambda v: v.best_trial().value)
+    best = pool[0].target.best(pool, key=lambda v: v.best_trial().value)
     return best
 
 
@@ -239,11 +239,12 @@ def build_report(studies: list[Path], out: Path, atlas: Path | None = None,
     sections: list[str] = []
     with progress_bar(True, "building report", total=6, transient=True) as bar:
         views = [load_study(p) for p in studies]
-        targets = {(v.target_spec, v.minimize) for v in views}
+        targets = {v.target for v in views}
         if len(targets) > 1:
-            raise MixAtlasError(f"report: the studies optimize different targets {sorted(targets)}; "
+            named = sorted(f"{t.direction} {t.spec}" for t in targets)
+            raise MixAtlasError(f"report: the studies optimize different targets {named}; "
                                 "report each target separately")
-        target_spec, minimize = next(iter(targets))
+        target = next(iter(targets))
         chosen = _pick_recipe_study(views)
         shown = Recipe.load(recipe) if recipe else recipe_from_study(chosen.path)
         bar(1)
@@ -255,7 +256,7 @@ def build_report(studies: list[Path], out: Path, atlas: Path | None = None,
                         + "<img src='recipe_heatmap.png' alt='recipe heatmap'>")
         bar(1)
 
-        figures.best_so_far(_best_so_far_panels(views), out / "best_so_far.png", target_spec, minimize)
+        figures.best_so_far(_best_so_far_panels(views), out / "best_so_far.png", target)
         sections.append("<h2>Search progress</h2><p>Best target value after each finished trial; bands: "
                         "± 1 sd across studies of the same method and axis.</p>"
                         "<img src='best_so_far.png' alt='best so far'>")
@@ -269,7 +270,7 @@ def build_report(studies: list[Path], out: Path, atlas: Path | None = None,
             slices = axis_slices(v, mixture)
             if slices:
                 name = f"posterior_{len(posterior_imgs)}.png"
-                figures.posterior_slices(slices, out / name, v.name, target_spec)
+                figures.posterior_slices(slices, out / name, v.name, target.spec)
                 heading = f"<h3>{html.escape(v.name)}</h3>"
                 posterior_imgs.append(f"{heading}<img src='{name}' alt='{name}'>")
         if posterior_imgs:
@@ -309,8 +310,8 @@ def build_report(studies: list[Path], out: Path, atlas: Path | None = None,
     index.write_text(
         "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>MixAtlas report</title>"
         f"<link rel='icon' href='data:,'><style>{_CSS}</style></head><body>"
-        f"<h1>MixAtlas report</h1><p class='muted'>target: {html.escape(target_spec)} "
-        f"({'minimize' if minimize else 'maximize'}); {len(views)} studies</p>"
+        f"<h1>MixAtlas report</h1><p class='muted'>target: {html.escape(target.spec)} "
+        f"({target.direction}); {len(views)} studies</p>"
         + "\n".join(sections) + "</body></html>"
     )
     return index

@@ -68,14 +68,15 @@ def synthetic_problem(
 
     space, objective = make_synthetic(space_mode, seed=seed, noise=noise, k=k)
     reference = space.sample(n_reference, np.random.default_rng([seed, 5]), alpha=1.0)
+    target = Target.parse(objective.metric, minimize=True)
     return BenchmarkProblem(
         name=f"synthetic-{space_mode}",
         space=space,
         objective=objective,
-        target=Target.parse(objective.metric, minimize=True),
-        true_utility=lambda params: -objective.loss_of_params(params),
-        best_utility=-objective.optimum_value(),
-        reference_utility=-objective.loss_of_params(reference),
+        target=target,
+        true_utility=lambda params: target.to_utility(objective.loss_of_params(params)),
+        best_utility=target.to_utility(objective.optimum_value()),
+        reference_utility=target.to_utility(objective.loss_of_params(reference)),
     )
 
 
@@ -83,7 +84,7 @@ def pool_problem(pool: object, target: str, minimize: bool, name: str = "pool") 
     """BenchmarkProblem of a `PoolProblem` and a target spec (rows missing the target are dropped)."""
     pool = pool.with_target(target)
     parsed = Target.parse(target, minimize=minimize)
-    utility = pool.target_values(parsed) * (-1.0 if minimize else 1.0)
+    utility = parsed.to_utility(pool.target_values(parsed))
     space = pool.space
 
     def true_utility(params_nd: np.ndarray) -> np.ndarray:

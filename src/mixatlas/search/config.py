@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Objective, Target
 from mixatlas.space import MixtureSpace
+from mixatlas.yaml_io import safe_load
 
 if TYPE_CHECKING:
     from mixatlas.search.study import Study
@@ -77,7 +78,8 @@ class SearchConfig(BaseModel):
     slurm_cluster: Literal["slurm", "local"] = "slurm"
     slurm_timeout_min: int | None = Field(default=None, gt=0)
     retries: int = Field(default=1, ge=0)
-    timeout: float | None = Field(default=None, gt=0)
+    # seconds per trial; finite and at most 30 days (larger values overflow alarm/Slurm limits)
+    timeout: float | None = Field(default=None, gt=0, le=30 * 24 * 3600, allow_inf_nan=False)
     # experiment tracking of every finished trial (mixatlas.tracking): tool and its URI / folder
     track: Literal["mlflow", "tensorboard", "wandb"] | None = None
     track_uri: str | None = None
@@ -178,7 +180,7 @@ class SearchConfig(BaseModel):
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_load(path.read_text())
     except OSError as exc:
         raise MixAtlasError(
             f"{path}: cannot read the config ({exc.strerror}); check the --config path"
@@ -289,7 +291,7 @@ def open_study(config: SearchConfig) -> tuple[Study, Objective]:
     with no problem source given the stored definition is used as it is.
     """
     from mixatlas.objectives.registry import build_objective
-    from mixatlas.search.study import Study
+    from mixatlas.search.study import Study, TrialState
 
     path = Path(config.study)
     if path.exists():
@@ -324,7 +326,7 @@ def open_study(config: SearchConfig) -> tuple[Study, Objective]:
             meta=_study_meta(config),
         )
         for other in shared:
-            study.import_trials(other, limit=study.budget - study.count("done"))
+            study.import_trials(other, limit=study.budget - study.count(TrialState.DONE))
             other.close()
     atlas = None if config.atlas is None else str(config.atlas)
     return study, build_objective(study.objective_spec, atlas=atlas)

@@ -27,7 +27,7 @@ from mixatlas.errors import MixAtlasError
 from mixatlas.executors import Executor, Handle
 from mixatlas.objectives.base import Objective, Result, TrialContext, TrialFolder
 from mixatlas.search.base import History
-from mixatlas.search.study import Study, Trial
+from mixatlas.search.study import Study, Trial, TrialState
 from mixatlas.space import Mixture
 from mixatlas.tracking import TrackedRun, Tracker, make_tracker, mixture_params
 
@@ -136,7 +136,7 @@ def run_search(
     with study.exclusive(), _progress_bar(study, progress) as show:
         study.requeue_interrupted()
         while True:
-            n_done = study.count("done")
+            n_done = study.count(TrialState.DONE)
             show(n_done)
             if n_done >= study.budget and not inflight:
                 return study
@@ -160,7 +160,7 @@ def run_search(
                 failures += _record_outcome(study, trial, outcome, retries)
                 _track(tracker, study, trial.id)
             if failures > max_failures:
-                last = study.trials("failed")[-1]
+                last = study.trials(TrialState.FAILED)[-1]
                 raise MixAtlasError(
                     f"{study.path}: {failures} trial attempts failed in this run (last, trial {last.id}: "
                     f"{last.error}); fix the objective and rerun the same command to resume"
@@ -183,7 +183,7 @@ def _next_trials(
     if n_start <= 0:
         return []
     running_ids = {trial.id for trial, _ in inflight.values()}
-    queued = [t for t in study.trials("pending") if t.id not in running_ids][:n_start]
+    queued = [t for t in study.trials(TrialState.PENDING) if t.id not in running_ids][:n_start]
     if len(queued) < n_start:
         for params in optimizer.ask(_history_for_proposals(study), n_start - len(queued)):
             queued.append(study.add_trial(params))
@@ -200,7 +200,7 @@ def _history_for_proposals(study: Study) -> History:
     latest: dict[int, Trial] = {}
     for trial in study.trials():  # id order: the last row of each retry chain wins
         latest[trial.retry_of if trial.retry_of is not None else trial.id] = trial
-    abandoned = [t.params for t in latest.values() if t.state == "failed"]
+    abandoned = [t.params for t in latest.values() if t.state == TrialState.FAILED]
     if not abandoned:
         return history
     pending = np.vstack([history.pending_params, np.asarray(abandoned)])
@@ -268,11 +268,8 @@ def _progress_bar(study: Study, enabled: bool) -> Iterator[Any]:
         def show(n_done: int) -> None:
             if not enabled:
                 return
-            done = study.trials("done")
-            best = None
-            if done:
-                pick = min if study.target.minimize else max
-                best = pick(t.value for t in done)
+            done = study.trials(TrialState.DONE)
+            best = study.target.best(t.value for t in done) if done else None
             label = "search" if best is None else f"search · best {study.target.spec} {best:.5g}"
             bar.update(completed=n_done, description=label)
 

@@ -16,6 +16,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,24 @@ import numpy as np
 
 from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Result, Target
-from mixatlas.search.base import History, Recommendation
+from mixatlas.search.base import History
 from mixatlas.space import Mixture, MixtureSpace
 
 SCHEMA_VERSION = 1
-TRIAL_STATES = ("pending", "running", "done", "failed")
+
+
+class TrialState(StrEnum):
+    """A trial row's state; stored as its text. pending -> running -> done | failed."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+    def is_finished(self) -> bool:
+        """Done or failed: the attempt is over (a failed one may have a pending retry row)."""
+        return self in (TrialState.DONE, TrialState.FAILED)
+
 
 _SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -64,7 +78,7 @@ class Trial:
     """
 
     id: int
-    state: str
+    state: TrialState
     params: np.ndarray
     mixture: Mixture
     metrics: dict[str, float] | None
@@ -206,14 +220,14 @@ class Study:
         return json.loads(json.dumps(self._settings))
 
     # -- reading trials -------------------------------------------------------------------------------
-    def trials(self, state: str | None = None) -> list[Trial]:
+    def trials(self, state: TrialState | None = None) -> list[Trial]:
         """All trial rows in id order, or only those in `state`."""
         if state is None:
             rows = self._conn.execute("SELECT * FROM trials ORDER BY id")
         else:
-            if state not in TRIAL_STATES:
-                raise ValueError(f"unknown trial state {state!r}")
-            rows = self._conn.execute("SELECT * FROM trials WHERE state = ? ORDER BY id", (state,))
+            rows = self._conn.execute(
+                "SELECT * FROM trials WHERE state = ? ORDER BY id", (TrialState(state).value,)
+            )
         return [_trial_from_row(row) for row in rows]
 
     def trial(self, trial_id: int) -> Trial:
@@ -222,40 +236,27 @@ class Study:
             raise KeyError(trial_id)
         return _trial_from_row(row)
 
-    def count(self, state: str) -> int:
-        (n,) = self._conn.execute("SELECT COUNT(*) FROM trials WHERE state = ?", (state,)).fetchone()
+    def count(self, state: TrialState) -> int:
+        (n,) = self._conn.execute(
+            "SELECT COUNT(*) FROM trials WHERE state = ?", (TrialState(state).value,)
+        ).fetchone()
         return int(n)
 
-    def history(self) -> History:
-        """What the optimizer may see: done params (m, d) with target utility (m,), pending+running (p, d)."""
-        done = self.trials("done")
-        pending = [t for t in self.trials() if t.state in ("pending", "running")]
+    def history(self, target: Target | None = None) -> History:
+        """What the optimizer may see: done params (m, d) with target utility (m,), pending+running (p, d).
+
+        `target`: score the finished trials' metrics for another target (default: the study's own values).
+        """
+        done = self.trials(TrialState.DONE)
+        pending = [t for t in self.trials() if not t.state.is_finished()]
         d = self._space.dim
         done_params = np.array([t.params for t in done], dtype=np.float64).reshape(len(done), d)
-        utility = np.array([-t.value if self._target.minimize else t.value for t in done], dtype=np.float64)
+        if target is None:
+            utility = self._target.to_utility(np.array([t.value for t in done], dtype=np.float64))
+        else:
+            utility = np.array([target.utility(t.metrics or {}) for t in done], dtype=np.float64)
         pending_params = np.array([t.params for t in pending], dtype=np.float64).reshape(len(pending), d)
         return History(self._space, done_params, utility, pending_params, self.budget, self.seed)
-
-    def recommend(self) -> tuple[Recommendation, Mixture, Trial | None]:
-        """The method's recommendation, its mixture, and the finished trial with those params (if any)."""
-        from mixatlas.search.methods import make_optimizer
-
-        history = self.history()
-        if len(history.done_params) == 0:
-            raise MixAtlasError(
-                f"{self._path}: no finished trials yet; run `mixatlas search --study {self._path}`"
-            )
-        recommendation = make_optimizer(self.method, **self.method_options).recommend(history)
-        mixture = self._space.to_mixture(recommendation.params)
-        match = next(
-            (
-                t
-                for t in self.trials("done")
-                if np.allclose(t.params, recommendation.params, rtol=0, atol=1e-12)
-            ),
-            None,
-        )
-        return recommendation, mixture, match
 
     def to_rows(self) -> list[dict]:
         """One flat dict per trial (for CSV and reports): state, value, cells `w:CONCEPT/TASK`, metrics."""
@@ -315,7 +316,7 @@ class Study:
         """
         other.check_shareable(self.space, self.objective_spec)
         rows = []
-        for t in other.trials("done"):
+        for t in other.trials(TrialState.DONE):
             try:
                 value = self._target.value(t.metrics or {})
             except MixAtlasError:
@@ -341,7 +342,7 @@ class Study:
         """pending -> running."""
         with _transaction(self._conn):
             _update_state(
-                self._conn, trial_id, "pending", "running",
+                self._conn, trial_id, TrialState.PENDING, TrialState.RUNNING,
                 started_at=time.time(), trial_dir=str(trial_dir), worker=worker,
             )  # fmt: skip
         return self.trial(trial_id)
@@ -360,7 +361,7 @@ class Study:
         if worker:
             updates["worker"] = worker
         with _transaction(self._conn):
-            _update_state(self._conn, trial_id, "running", "done", **updates)
+            _update_state(self._conn, trial_id, TrialState.RUNNING, TrialState.DONE, **updates)
         return self.trial(trial_id)
 
     def fail_trial(
@@ -375,7 +376,7 @@ class Study:
         if worker:
             updates["worker"] = worker
         with _transaction(self._conn):
-            _update_state(self._conn, trial_id, "running", "failed", **updates)
+            _update_state(self._conn, trial_id, TrialState.RUNNING, TrialState.FAILED, **updates)
             retry_id = None
             if retry:
                 # Copy the stored params/mixture text so the retry evaluates bit-identical weights.
@@ -391,7 +392,7 @@ class Study:
     def requeue_interrupted(self) -> list[Trial]:
         """Trials left `running` by a crashed search go back to pending with attempts+1 (same params)."""
         requeued = []
-        for t in self.trials("running"):
+        for t in self.trials(TrialState.RUNNING):
             with _transaction(self._conn):
                 self._conn.execute(
                     "UPDATE trials SET state = 'pending', attempts = attempts + 1, started_at = NULL"
@@ -447,11 +448,13 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-def _update_state(conn: sqlite3.Connection, trial_id: int, old: str, new: str, **columns: Any) -> None:
+def _update_state(
+    conn: sqlite3.Connection, trial_id: int, old: TrialState, new: TrialState, **columns: Any
+) -> None:
     assignments = ", ".join(f"{name} = ?" for name in columns)
     cursor = conn.execute(
         f"UPDATE trials SET state = ?, {assignments} WHERE id = ? AND state = ?",
-        (new, *columns.values(), trial_id, old),
+        (new.value, *columns.values(), trial_id, old.value),
     )
     if cursor.rowcount != 1:
         raise RuntimeError(f"trial {trial_id} is not {old}; cannot move it to {new}")
@@ -461,7 +464,7 @@ def _trial_from_row(row: sqlite3.Row) -> Trial:
     value = row["value"]
     return Trial(
         id=row["id"],
-        state=row["state"],
+        state=TrialState(row["state"]),
         params=np.asarray(json.loads(row["params"]), dtype=np.float64),
         mixture=Mixture.from_dict(json.loads(row["mixture"])),
         metrics=None if row["metrics"] is None else json.loads(row["metrics"]),
