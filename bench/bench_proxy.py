@@ -2,7 +2,9 @@
 
     python bench/bench_proxy.py --response [--seeds 10] [--steps 150]    # matched vs mismatched mixtures
     python bench/bench_proxy.py --throughput                              # tiny preset on CPU
-    python bench/bench_proxy.py --throughput --gpu [--peak-tflops 989]    # 0.5B-class config in bf16, MFU
+    python bench/bench_proxy.py --throughput --gpu [--gpu-batch 16,64] [--compile] [--loss full]
+                                                 # 0.5B-class training steps in bf16: tokens/s, MFU
+    python bench/bench_proxy.py --throughput --gpu --tiny --steps 3     # the same code on CPU, toy sizes
 
 Each mode prints a table and writes bench/out/proxy_<mode>.json. The response bench builds a synthetic
 corpus and atlas under --work; it reads the samples' meta.domain to map each benchmark's domain to the
@@ -146,76 +148,156 @@ def run_throughput_cpu(args: argparse.Namespace) -> dict:
     return row
 
 
-def write_random_towers(folder: Path, atlas_dir: Path) -> tuple[Path, Path]:
-    """Random-init Qwen2-0.5B-sized LM and CLIP ViT-L/14-336-sized vision tower saved as local paths.
+# Qwen2-0.5B-sized LM and CLIP ViT-L/14-336-sized vision tower; `--tiny` shrinks both for a CPU dry run.
+GPU_SIZES = {
+    "vision": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                   image_size=336, patch_size=14),
+    "lm": dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+               num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768),
+}
+TINY_SIZES = {
+    "vision": dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                   image_size=64, patch_size=16),
+    "lm": dict(vocab_size=2048, hidden_size=128, intermediate_size=512, num_hidden_layers=2,
+               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024),
+}
+IMAGE_ID = 5  # any id below the text ids drawn by synthetic_items
 
-    The LM folder gets the atlas's BPE tokenizer (its ids fit in the 151936-row embedding); no download.
-    """
+
+def random_llava(sizes: dict, attn: str, device):
+    """A random-init LlavaForConditionalGeneration of `sizes`, built on `device` (fp32 master weights)."""
     import torch
-    from transformers import CLIPVisionConfig, CLIPVisionModel, Qwen2Config, Qwen2ForCausalLM
+    from transformers import CLIPVisionConfig, Qwen2Config
 
-    from mixatlas.atlas import Atlas
-    from mixatlas.objectives.proxy import ProxyConfig
-    from mixatlas.objectives.proxy.tokenizer import cached_bpe_tokenizer
+    from mixatlas.objectives.proxy.model import llava_from_configs
 
-    vision_dir, lm_dir = folder / "vision", folder / "lm"
+    vision = CLIPVisionConfig(**sizes["vision"])
+    text = Qwen2Config(**sizes["lm"], tie_word_embeddings=True)
+    for config in (vision, text):
+        config._attn_implementation = attn
+    with torch.device(device):
+        model = llava_from_configs(vision, text, IMAGE_ID)
+    model.config._attn_implementation = attn
+    return model
+
+
+def synthetic_items(n: int, sizes: dict, max_len: int, rng: np.random.Generator) -> list[dict]:
+    """Encoded LLaVA-like samples: one image's tokens, a prompt of 16-64 tokens (unsupervised), an answer
+    of 8-64 tokens (supervised), cut at `max_len`; random uint8 images."""
+    vision, vocab = sizes["vision"], sizes["lm"]["vocab_size"]
+    side = vision["image_size"]
+    patches = (side // vision["patch_size"]) ** 2
+    items = []
+    for _ in range(n):
+        prompt = rng.integers(10, vocab, int(rng.integers(16, 65))).tolist()
+        answer = rng.integers(10, vocab, int(rng.integers(8, 65))).tolist()
+        ids = ([6] + [IMAGE_ID] * patches + prompt + [7] + answer)[:max_len]
+        labels = ([-100] * (1 + patches + len(prompt) + 1) + answer)[:max_len]
+        items.append({"input_ids": ids, "labels": labels,
+                      "image": rng.integers(0, 256, (3, side, side), dtype=np.uint8)})
+    return items
+
+
+def time_steps(args: argparse.Namespace, sizes: dict, batch: int, device) -> dict:
+    """Steady-state optimizer steps of one batch size: packed rows, chunked CE (or the full-logits loss),
+    bf16 autocast over fp32 master weights, fused AdamW; batches wait ready in pinned memory."""
+    import torch
+
+    from mixatlas.objectives.proxy.cost import ProxyFlops, mfu
+    from mixatlas.objectives.proxy.loss import proxy_loss
+    from mixatlas.objectives.proxy.packing import device_batch, pack, padded
+
     torch.manual_seed(0)
-    if not (vision_dir / "config.json").exists():
-        vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                                  num_attention_heads=16, image_size=336, patch_size=14)
-        CLIPVisionModel(vision).save_pretrained(vision_dir)
-    if not (lm_dir / "config.json").exists():
-        lm = Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                         num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
-                         tie_word_embeddings=True)
-        Qwen2ForCausalLM(lm).save_pretrained(lm_dir)
-        conversations = Atlas.load(atlas_dir).table(["conversations"]).column("conversations").to_pylist()
-        cached_bpe_tokenizer(atlas_dir, conversations, ProxyConfig().tiny.vocab_size).save_pretrained(lm_dir)
-    return vision_dir, lm_dir
+    model = random_llava(sizes, args.attn, device)
+    model.train()
+    if args.checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    flops_model = ProxyFlops.of(model)
+    if args.compile:
+        model.model.vision_tower.compile()
+        model.model.language_model.compile()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.01,
+                                  fused=device.type == "cuda")
+    rng = np.random.default_rng(0)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    host = []
+    for _ in range(args.distinct_batches):
+        items = synthetic_items(batch, sizes, args.max_len, rng)
+        layout = (padded(items, 0, args.max_len) if args.loss == "full"
+                  else pack(items, 0, args.max_len, args.pack_len or args.max_len))
+        if device.type == "cuda":
+            layout = {k: v.pin_memory() for k, v in layout.items()}
+        lengths = [min(len(it["input_ids"]), args.max_len) for it in items]
+        supervised = sum(int((np.asarray(it["labels"][1:args.max_len]) != -100).sum()) for it in items)
+        host.append((layout, flops_model.training_flops(lengths, supervised, len(items)), sum(lengths)))
+
+    def step(i: int) -> None:
+        layout = host[i % len(host)][0]
+        inputs = device_batch(layout, device, dtype)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = model(**inputs).loss if args.loss == "full" else proxy_loss(model, inputs)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    started = time.perf_counter()
+    for i in range(args.warmup):
+        step(i)
+    sync()
+    warm_s = time.perf_counter() - started
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    for i in range(args.steps):
+        step(args.warmup + i)
+    sync()
+    seconds = time.perf_counter() - started
+    used = [host[(args.warmup + i) % len(host)] for i in range(args.steps)]
+    flops, tokens = sum(u[1] for u in used), sum(u[2] for u in used)
+    row = {"batch_size": batch, "max_len": args.max_len, "pack_len": args.pack_len or args.max_len,
+           "loss": args.loss, "attn": args.attn, "compile": args.compile, "checkpointing": args.checkpointing,
+           "steps": args.steps, "warmup_steps": args.warmup, "warmup_s": round(warm_s, 2),
+           "step_s": seconds / args.steps, "samples_per_s": batch * args.steps / seconds,
+           "tokens_per_s": tokens / seconds, "model_tflops": flops / seconds / 1e12,
+           "peak_tflops": args.peak_tflops, "mfu": mfu(flops, seconds, args.peak_tflops),
+           "flops_model": flops_model.to_dict()}
+    if device.type == "cuda":
+        row["max_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return row
 
 
-def run_throughput_gpu(args: argparse.Namespace) -> dict:
-    """0.5B-class LLaVA (Qwen2-0.5B-sized LM + ViT-L/14-336 tower) in bf16 on one GPU: tokens/s and MFU.
-
-    MFU = model FLOPs per second / peak, with training FLOPs = 6 x (LM params x sequence tokens + vision
-    params x image patches) per sample, the standard 6ND estimate split by what each tower processes.
-    """
+def run_step_throughput(args: argparse.Namespace) -> dict:
+    """0.5B-class LLaVA (Qwen2-0.5B-sized LM + ViT-L/14-336 tower) training steps: tokens/s and MFU per batch
+    size (an OOM is recorded, not fatal). `--tiny` runs the same code on toy sizes (CPU dry run)."""
     import torch
 
-    if not torch.cuda.is_available():
-        print("skipped: no CUDA device (run --throughput --gpu on a GPU machine)")
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
+    if device.type == "cpu" and not args.tiny:
+        print("skipped: no CUDA device (pass --tiny for a CPU dry run)")
         return {"mode": "throughput-gpu", "skipped": "no CUDA device"}
-    from mixatlas.atlas import Atlas
-    from mixatlas.objectives.proxy import ProxyConfig, resolve_mixture, train_proxy
-    from mixatlas.objectives.proxy.model import load_pretrained_proxy
-
-    _, atlas_dir = prepare_atlas(Path(args.work), args.samples, args.k)
-    vision, lm = write_random_towers(Path(args.work) / "towers", atlas_dir)
-    proxy = load_pretrained_proxy(str(vision), str(lm))
-    lm_params = sum(p.numel() for p in proxy.model.model.language_model.parameters())
-    vision_params = sum(p.numel() for p in proxy.model.model.vision_tower.parameters())
-    vision_params += sum(p.numel() for p in proxy.model.model.multi_modal_projector.parameters())
-    patches = proxy.chat.image_seq_length + 1
-    del proxy
-    config = ProxyConfig(preset="custom", vision=str(vision), lm=str(lm), steps=args.steps,
-                         batch_size=args.gpu_batch, lr=1e-4, warmup_steps=5, bf16=True, compile=args.compile,
-                         max_len=704, eval_generate=False, eval_samples=8, eval_batch_size=8,
-                         num_workers=args.workers)
-    run_dir = Path(args.work) / "runs" / "throughput-gpu"
-    uniform = resolve_mixture("uniform", Atlas.load(atlas_dir))
-    train_proxy(atlas_dir, uniform, config, run_dir, 0, progress=False)
-    samples_s, tokens_s = steady_rates(run_dir, config.samples_per_step, skip=min(10, args.steps // 2))
-    flops_s = 6 * (lm_params * tokens_s + vision_params * patches * samples_s)
-    mfu = flops_s / (args.peak_tflops * 1e12)
-    row = {"mode": "throughput-gpu", "device": torch.cuda.get_device_name(), "lm_params": lm_params,
-           "vision_params": vision_params, "batch_size": config.batch_size, "steps": args.steps,
-           "samples_per_s": samples_s, "tokens_per_s": tokens_s, "model_tflops": flops_s / 1e12,
-           "peak_tflops": args.peak_tflops, "mfu": mfu}
-    print(f"0.5B-class bf16 on {row['device']}: LM {lm_params / 1e6:.0f}M + vision "
-          f"{vision_params / 1e6:.0f}M params, batch {config.batch_size}: {samples_s:.1f} samples/s, "
-          f"{tokens_s:.0f} tokens/s, "
-          f"{flops_s / 1e12:.1f} TFLOP/s, MFU {100 * mfu:.1f}% of {args.peak_tflops:g}")
-    return row
+    sizes = TINY_SIZES if args.tiny else GPU_SIZES
+    rows = []
+    for batch in (int(b) for b in args.gpu_batch.split(",")):
+        try:
+            rows.append(time_steps(args, sizes, batch, device))
+        except torch.OutOfMemoryError as exc:
+            rows.append({"batch_size": batch, "loss": args.loss, "compile": args.compile,
+                         "oom": str(exc).splitlines()[0]})
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    print(f"\nproxy training steps on {name} ({'tiny sizes' if args.tiny else '0.5B-class'}, "
+          f"loss {args.loss}, attn {args.attn}, compile {args.compile}); MFU of {args.peak_tflops:g} TFLOP/s")
+    print(f"{'batch':>6}{'step s':>9}{'samples/s':>11}{'tokens/s':>11}{'TFLOP/s':>9}{'MFU':>8}{'GiB':>7}")
+    for r in rows:
+        if "oom" in r:
+            print(f"{r['batch_size']:>6}  out of memory")
+            continue
+        print(f"{r['batch_size']:>6}{r['step_s']:>9.3f}{r['samples_per_s']:>11.1f}{r['tokens_per_s']:>11.0f}"
+              f"{r['model_tflops']:>9.1f}{100 * r['mfu']:>7.1f}%{r.get('max_memory_gib', 0):>7.1f}")
+    return {"mode": "throughput-gpu", "device": name, "tiny": args.tiny, "rows": rows}
 
 
 def main() -> None:
@@ -231,15 +313,24 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2000, help="synthetic corpus size")
     parser.add_argument("--k", type=int, default=8, help="atlas concepts")
     parser.add_argument("--eval-samples", type=int, default=48, help="samples per benchmark")
-    parser.add_argument("--gpu-batch", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=8, help="GPU path: image-decoding workers")
-    parser.add_argument("--compile", action="store_true", help="GPU path: torch.compile")
+    parser.add_argument("--gpu-batch", default="16,64", help="GPU path: batch sizes, comma-separated")
+    parser.add_argument("--max-len", type=int, default=704, help="GPU path: tokens per sample")
+    parser.add_argument("--pack-len", type=int, default=None, help="GPU path: packed row length (max-len)")
+    parser.add_argument("--loss", choices=("chunked", "full"), default="chunked",
+                        help="GPU path: chunked CE on packed rows, or the full-logits loss on padded rows")
+    parser.add_argument("--attn", choices=("sdpa", "flex_attention", "eager"), default="sdpa")
+    parser.add_argument("--compile", action="store_true", help="GPU path: torch.compile both towers")
+    parser.add_argument("--checkpointing", action="store_true", help="GPU path: activation checkpointing")
+    parser.add_argument("--warmup", type=int, default=3, help="GPU path: untimed steps")
+    parser.add_argument("--distinct-batches", type=int, default=4, help="GPU path: batches cycled")
+    parser.add_argument("--tiny", action="store_true", help="GPU path on toy sizes on CPU (dry run)")
+    parser.add_argument("--tag", default="", help="suffix of the JSON name")
     parser.add_argument("--work", default=str(OUT / "proxy-work"), help="corpus, atlas and runs go here")
     args = parser.parse_args()
     if args.response:
         report, name = run_response(args), "proxy_response"
     elif args.gpu:
-        report, name = run_throughput_gpu(args), "proxy_throughput_gpu"
+        report, name = run_step_throughput(args), f"proxy_throughput_gpu{args.tag}"
     else:
         report, name = run_throughput_cpu(args), "proxy_throughput_cpu"
     OUT.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from mixatlas.atlas.cluster import kmeans
-from mixatlas.atlas.embed import make_embedder
+from mixatlas.atlas.embed import ClipResize, make_embedder
 from test_embed import document_image, save_tiny_clip, scene_image
 
 
@@ -30,6 +30,20 @@ def reference_embeddings(folder: Path, images: list[Image.Image]) -> np.ndarray:
     with torch.no_grad():
         output = model.get_image_features(pixel_values=pixels)
     return getattr(output, "pooler_output", output).numpy()
+
+
+@pytest.mark.parametrize("size", [(640, 480), (333, 517), (97, 31), (32, 32)])
+def test_pillow_crop_equals_the_clip_processor(tiny_clip: Path, size: tuple[int, int]) -> None:
+    from transformers import CLIPImageProcessorPil
+
+    processor = CLIPImageProcessorPil.from_pretrained(tiny_clip)
+    for side in (32, 336):
+        processor.size, processor.crop_size = {"shortest_edge": side}, {"height": side, "width": side}
+        pixels = np.random.default_rng(side).integers(0, 256, (*size[::-1], 3), dtype=np.uint8)
+        image = Image.fromarray(pixels)
+        expected = processor(images=[image], do_rescale=False, do_normalize=False,
+                             return_tensors="np")["pixel_values"][0]
+        np.testing.assert_array_equal(ClipResize.of(processor)(image), expected)
 
 
 def test_uint8_clip_path_equals_float_processor_path_and_gives_the_same_clusters(tiny_clip: Path) -> None:

@@ -190,16 +190,40 @@ class PixelEmbedder(Embedder):
 
 @dataclass(frozen=True)
 class ClipResize:
-    """Picklable worker step: PIL image -> (3, S, S) uint8, resized and centre-cropped by the CLIP image
-    processor with rescaling and normalization left to the GPU (`ClipEmbedder.encode`): a quarter of the
-    bytes of float32 through the worker pipes and the host-to-device copy, and no float work on the CPU."""
+    """Picklable worker step: PIL image -> (3, crop_h, crop_w) uint8, the CLIP image processor's resize
+    (shortest edge, or a fixed height x width) and centre crop done with Pillow alone, so decoding workers
+    never import transformers; rescaling and normalization run on the device (`ClipEmbedder.encode`).
+    uint8 is a quarter of float32's bytes through the worker pipes and the host-to-device copy."""
 
-    processor: object
+    short: int | None  # resize the shortest edge to this (None: resize to height x width)
+    height: int
+    width: int
+    crop_h: int
+    crop_w: int
+    resample: int
+
+    @classmethod
+    def of(cls, processor: object) -> ClipResize:
+        size, crop = dict(processor.size), dict(processor.crop_size or {})
+        short = size.get("shortest_edge")
+        height, width = size.get("height", short), size.get("width", short)
+        do_crop = getattr(processor, "do_center_crop", True) and crop
+        return cls(short, height, width, crop["height"] if do_crop else height,
+                   crop["width"] if do_crop else width, int(processor.resample))
 
     def __call__(self, image: Image.Image) -> np.ndarray:
-        pixels = self.processor(images=[image.convert("RGB")], do_rescale=False, do_normalize=False,
-                                return_tensors="np")["pixel_values"]
-        return np.asarray(pixels[0], dtype=np.uint8)
+        image = image.convert("RGB")
+        width, height = image.size
+        if self.short is None:
+            new_w, new_h = self.width, self.height
+        elif width <= height:
+            new_w, new_h = self.short, int(self.short * height / width)
+        else:
+            new_w, new_h = int(self.short * width / height), self.short
+        image = image.resize((new_w, new_h), resample=self.resample)
+        top, left = (new_h - self.crop_h) // 2, (new_w - self.crop_w) // 2
+        image = image.crop((left, top, left + self.crop_w, top + self.crop_h))
+        return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
 def _features(output: object) -> object:
@@ -242,7 +266,7 @@ class ClipEmbedder(Embedder):
         self.dim = int(self.model.config.projection_dim)
 
     def preprocessor(self) -> ClipResize:
-        return ClipResize(self.processor)
+        return ClipResize.of(self.processor)
 
     def encode(self, prepared: np.ndarray) -> np.ndarray:
         """(n, 3, S, S) uint8 crops -> (n, dim) float32 projected image features."""
