@@ -181,7 +181,8 @@ def load_source_map(path: Path, prefix: str = "map") -> SourceMap:
     except OSError as exc:
         raise MixAtlasError(f"{path}: cannot read the task map ({exc}); check --tasks map:FILE") from exc
     except yaml.YAMLError as exc:
-        raise MixAtlasError(f"{path}: invalid YAML ({exc}); write 'source: task' lines") from exc
+        problem = str(exc).splitlines()[0]
+        raise MixAtlasError(f"{path}: invalid YAML ({problem}); write 'source: task' lines") from None
     return parse_source_map(data, str(path), prefix)
 
 
@@ -206,8 +207,8 @@ class TaskTyper:
 
     @classmethod
     def from_spec(cls, spec: str) -> TaskTyper:
-        """Parse a `--tasks` value."""
-        field, user_map, shipped = None, None, False
+        """Parse a `--tasks` value (comma-joined parts; several `map:` parts apply in the order given)."""
+        field, user_maps, shipped = None, [], False
         for part in (p.strip() for p in spec.split(",")):
             kind, _, arg = part.partition(":")
             if part == "rules":
@@ -217,15 +218,13 @@ class TaskTyper:
             elif kind == "field" and arg:
                 field, shipped = arg, True
             elif kind == "map" and arg:
-                user_map = load_source_map(Path(arg))
-                shipped = shipped or user_map.use_shipped
+                user_maps.append(load_source_map(Path(arg)))
             else:
                 raise MixAtlasError(f"--tasks {spec!r}: expected 'auto', 'rules', 'field:NAME' or "
                                     "'map:FILE.yaml' (comma-joined parts combine)")
-        if user_map is not None and not user_map.use_shipped:
-            shipped = False
-        maps = [m for m in (user_map, shipped_source_map() if shipped else None) if m is not None]
-        return cls(field=field, maps=maps)
+        if user_maps:
+            shipped = all(source_map.use_shipped for source_map in user_maps)
+        return cls(field=field, maps=user_maps + ([shipped_source_map()] if shipped else []))
 
     def type(self, sample: Sample) -> Typing:
         """Task, deciding rule and per-turn mix of `sample`."""

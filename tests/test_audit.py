@@ -1,0 +1,123 @@
+"""`atlas audit`: rules per task, mixed and low-confidence samples, JSON output, and the export round trip
+(export -> `--tasks map:` reproduces the fixed typing) on a small atlas built from hand-made records."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from mixatlas.atlas import Atlas, build_atlas
+from mixatlas.atlas.audit import audit_atlas, export_map
+from mixatlas.atlas.tasks import TaskTyper
+from mixatlas.cli import app
+from mixatlas.corpus.readers import read_corpus
+from mixatlas.errors import MixAtlasError
+
+
+def turns(*pairs: str) -> list[dict]:
+    out = []
+    for i, text in enumerate(pairs):
+        speaker = "human" if i % 2 == 0 else "gpt"
+        out.append({"from": speaker, "value": ("<image>\n" if i == 0 else "") + text})
+    return out
+
+
+# file stem (the sample's source) -> records' conversations
+RECORDS = {
+    # a known corpus: typed by the shipped map, whatever the prompt says
+    "textcaps": [turns("Provide a one-sentence caption for the provided image.", "A red sign.")] * 4,
+    # a web scrape that is OCR but for one prompt with no cue: the export maps it to OCR
+    "webscrape": [turns("What is written on the sign?", "stop")] * 4
+    + [turns("Read all the text in the image.", "OPEN")] * 3 + [turns("The sign", "stop")],
+    # mixed data: a multi-turn sample (VQA then grounding turns) and plain questions
+    "mixed": [turns("What color is the car?", "red", "Where is the car? Give its bounding box.",
+                    "[0.1, 0.2, 0.5, 0.6]", "How many wheels?", "4")]
+    + [turns("Is it raining?", "no")] * 3 + [turns("Describe this image.", "A street.")] * 2,
+}
+
+
+@pytest.fixture(scope="module")
+def corpus(synth_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("audit_corpus")
+    (root / "images").mkdir()
+    index = 0
+    for stem, conversations in RECORDS.items():
+        with (root / f"{stem}.jsonl").open("w") as fh:
+            for conversation in conversations:
+                name = f"{index:07d}.png"
+                shutil.copy(synth_corpus / "images" / name, root / "images" / name)
+                fh.write(json.dumps({"id": f"{stem}-{index}", "image": f"images/{name}",
+                                     "conversations": conversation}) + "\n")
+                index += 1
+    return root
+
+
+@pytest.fixture(scope="module")
+def atlas(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Atlas:
+    out = tmp_path_factory.mktemp("audit_atlas") / "A"
+    return build_atlas(corpus, out, embedder="pixels", k=2, workers=0, progress=False)
+
+
+def test_audit_counts_rules_mixed_and_low_confidence(atlas: Atlas) -> None:
+    report = audit_atlas(atlas.dir, n=5)
+    assert report.n_samples == 18 and not report.retyped
+    assert report.tasks["captioning"].rules == {"known:source:textcaps": 4, "caption-intent": 2}
+    assert report.tasks["ocr"].rules == {"ocr-intent": 7}
+    assert report.tasks["vqa"].rules == {"question": 4, "default": 1}
+    # the 3-turn sample: 2 VQA turns beat 1 grounding turn; its mix is kept and it is listed as mixed
+    assert report.tasks["vqa"].mixed == 1
+    assert [item["mix"] for item in report.mixed] == ["vqa:2 grounding:1"]
+    assert [item["prompt"] for item in report.low_confidence] == ["The sign"]
+    assert report.tasks["vqa"].low_confidence == 1
+    assert set(report.tasks["vqa"].examples["question"]) <= {"Is it raining?", "What color is the car?"}
+    assert len(report.tasks["vqa"].examples["question"]) == 3  # at most min(n, 3) per rule
+    assert dict(report.sources["webscrape"]) == {"ocr": 7, "vqa": 1}
+
+
+def test_audit_cli_json_and_table(atlas: Atlas) -> None:
+    run = CliRunner().invoke(app, ["atlas", "audit", str(atlas.dir), "--json", "--task", "vqa", "--n", "2"])
+    assert run.exit_code == 0, run.output
+    data = json.loads(run.stdout)
+    assert set(data["tasks"]) == {"vqa"} and data["tasks"]["vqa"]["n"] == 5
+    assert data["source_map"]["webscrape"] == {"task": "ocr", "share": 0.875, "n": 8, "mapped": False}
+    run = CliRunner().invoke(app, ["atlas", "audit", str(atlas.dir)])
+    assert run.exit_code == 0, run.output
+    shown = ("captioning: 6 samples", "known:source:textcaps", "low-confidence samples", "vqa:2 grounding:1")
+    for text in shown:
+        assert text in run.stdout
+    bad = CliRunner().invoke(app, ["atlas", "audit", str(atlas.dir), "--task", "segmentation"])
+    assert isinstance(bad.exception, MixAtlasError)  # main() prints it as one line, exit 2
+    assert str(bad.exception).startswith("--task segmentation: unknown task; use one of captioning")
+
+
+def test_export_round_trip_reproduces_the_fixed_typing(atlas: Atlas, corpus: Path, tmp_path: Path) -> None:
+    report = audit_atlas(atlas.dir)
+    exported = tmp_path / "fix.yaml"
+    mapped = export_map(report, exported, min_share=0.8)
+    assert mapped == {"textcaps": "captioning", "webscrape": "ocr"}  # mixed (vqa 67%) stays with rules
+    assert "# mixed: vqa" in exported.read_text() and "left to rules" in exported.read_text()
+    # the fix: every webscrape sample becomes OCR, everything else keeps its atlas typing
+    before = dict(zip(atlas.table()["id"].to_pylist(), atlas.table()["task"].to_pylist(), strict=True))
+    expected = {key: "ocr" if key.startswith("webscrape") else task for key, task in before.items()}
+    typer = TaskTyper.from_spec(f"map:{exported}")
+    assert {s.id: typer.task_of(s) for s in read_corpus(corpus)} == expected
+    rebuilt = build_atlas(corpus, tmp_path / "B", embedder="pixels", k=2, workers=0, progress=False,
+                          tasks=f"map:{exported}")
+    table = rebuilt.table()
+    assert dict(zip(table["id"].to_pylist(), table["task"].to_pylist(), strict=True)) == expected
+    assert set(audit_atlas(rebuilt.dir).tasks["ocr"].rules) == {"map:source:webscrape"}
+
+
+def test_an_atlas_without_rule_columns_is_retyped(atlas: Atlas, tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(atlas.dir, old)
+    table = pq.read_table(old / "samples.parquet").drop_columns(["task_rule", "task_mix"])
+    pq.write_table(table, old / "samples.parquet")
+    report = audit_atlas(old)
+    assert report.retyped
+    assert report.tasks["ocr"].rules == audit_atlas(atlas.dir).tasks["ocr"].rules
