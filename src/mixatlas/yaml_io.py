@@ -18,8 +18,12 @@ __all__ = ["MAX_ALIAS_NODES", "AliasBudgetError", "YAMLError", "safe_load"]
 MAX_ALIAS_NODES = 10_000
 
 
-class AliasBudgetError(YAMLError):
-    """Aliases that expand past the budget, or a recursive alias."""
+class AliasBudgetError(yaml.MarkedYAMLError):
+    """Aliases that expand past the budget, or a recursive alias (`problem` and `problem_mark` set, as
+    PyYAML's own parse errors have them)."""
+
+    def __init__(self, problem: str, mark: yaml.Mark) -> None:
+        super().__init__(problem=problem, problem_mark=mark)
 
 
 class _BoundedLoader(yaml.SafeLoader):
@@ -36,14 +40,15 @@ class _BoundedLoader(yaml.SafeLoader):
         if isinstance(event, yaml.AliasEvent):
             if event.anchor in self._open:
                 raise AliasBudgetError(f"recursive alias *{event.anchor} at {_at(event.start_mark)}; a "
-                                       "collection cannot contain itself")
+                                       "collection cannot contain itself", event.start_mark)
             node = self.anchors.get(event.anchor)
             if node is not None:
                 self._expanded += self._size(node)
                 if self._expanded > MAX_ALIAS_NODES:
                     raise AliasBudgetError(
                         f"aliases expand to more than {MAX_ALIAS_NODES:,} nodes (*{event.anchor} at "
-                        f"{_at(event.start_mark)}); write the values out instead of repeating aliases"
+                        f"{_at(event.start_mark)}); write the values out instead of repeating aliases",
+                        event.start_mark,
                     )
         anchor = getattr(event, "anchor", None)
         collection = isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent)

@@ -100,9 +100,9 @@ def open_image(ref: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     data = image_bytes(ref)
     if not data:
         raise ImageRejected("empty image", ref, "the file is empty (0 bytes)", f"replace the file {_DROP}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+    # Warnings are recorded, never printed; Pillow's bomb warning (its own pixel limit) is a reject.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
             with Image.open(io.BytesIO(data)) as img:
                 width, height = img.size
@@ -110,15 +110,18 @@ def open_image(ref: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
                     raise ImageRejected("image too large", ref, f"{width} x {height} = {width * height:,} "
                                         f"pixels is over the limit of {max_pixels:,}",
                                         f"raise --max-pixels if it is genuine, {_DROP}")
+                bombs = [w.message for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+                if bombs:
+                    raise Image.DecompressionBombError(str(bombs[0]))
                 img.load()
                 return to_rgb(img)
         except UnidentifiedImageError:
             raise ImageRejected("not an image", ref,
                                 f"Pillow recognizes no image format in its {len(data):,} bytes "
                                 f"(they begin {data[:8]!r})", f"replace the file {_DROP}") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageRejected("image too large", ref, f"Pillow refused it as a decompression bomb ({exc})",
-                                f"raise --max-pixels if it is genuine, {_DROP}") from None
+        except Image.DecompressionBombError as exc:
+            raise ImageRejected("image too large", ref, f"over Pillow's own pixel limit ({exc})",
+                                f"shrink the image {_DROP}") from None
         except (OSError, SyntaxError, EOFError) as exc:
             truncated = isinstance(exc, EOFError) or "truncat" in str(exc)
             kind = "truncated image" if truncated else "corrupt image"

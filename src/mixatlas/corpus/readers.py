@@ -447,16 +447,17 @@ def _read_wds(file: Path, parser: RecordParser) -> Iterator[Sample]:
         group = _WdsGroup(None)
         first_index: dict[str, int] = {}
         members = iter(archive)
-        index = -1
+        index, cut = -1, False
         while True:
             try:
                 info = next(members)
             except StopIteration:
                 break
             except (tarfile.TarError, OSError, EOFError):
-                parser.reject(f"member {index + 1}", "truncated tar: the shard ends inside the header of the "
-                                                     "member after the last one read; the samples before it "
-                                                     "were kept")
+                if not cut:  # a member cut short is reported once, with its name
+                    parser.reject(f"member {index + 1}", "truncated tar: the shard ends inside the header of "
+                                                         "the member after the last one read; the samples "
+                                                         "before it were kept")
                 break
             index += 1
             if not info.isfile():
@@ -471,6 +472,7 @@ def _read_wds(file: Path, parser: RecordParser) -> Iterator[Sample]:
                                   f"and member {index}; keep one copy in the shard")
             first_index.setdefault(info.name, index)
             if size is not None and info.offset_data + info.size > size:
+                cut = True
                 group.fail(where, f"truncated tar: member {info.name} is cut off (the shard ends inside "
                                   "it); the samples before it were kept")
                 continue
@@ -479,6 +481,7 @@ def _read_wds(file: Path, parser: RecordParser) -> Iterator[Sample]:
                 try:
                     payload = archive.extractfile(info).read()  # type: ignore[union-attr]
                 except (tarfile.TarError, OSError, EOFError):
+                    cut = True
                     group.fail(where, f"truncated tar: member {info.name} is cut off (the shard ends "
                                       "inside it); the samples before it were kept")
                     continue

@@ -84,7 +84,8 @@ class ProxyConfig(BaseModel):
         try:
             data = safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise MixAtlasError(f"{path}: cannot read proxy config YAML ({exc})") from None
+            problem = str(exc).splitlines()[0]
+            raise MixAtlasError(f"{path}: cannot read proxy config YAML ({problem})") from None
         if not isinstance(data, dict):
             raise MixAtlasError(f"{path}: a proxy config is a YAML mapping of field: value")
         return cls.from_dict(data, origin=str(path))
