@@ -79,7 +79,7 @@ _TASK_TOKENS = (
     (re.compile(r"\[vqa\]", _I), "vqa"),
 )
 # PaliGemma's task prefixes: "caption en", "ocr", "detect cat ; dog", "segment the left cup", "answer en ...".
-_PALIGEMMA = re.compile(r"^(caption|describe|ocr|detect|segment|answer|question)(\s+[a-z]{2})?\b", _I)
+_PALIGEMMA = re.compile(r"^(caption|describe|ocr|detect|segment|answer|question)(\s+[a-z]{2})?\b")
 
 _DETECT = re.compile(
     r"\bobject detection\b|\b(all|every|each)\s+(\w+\s+){0,2}?(instances?|objects?|items?|occurrences?)\b"
@@ -139,6 +139,9 @@ _OCR = re.compile(
     r"written\s+|main\s+)?(text|texts|words?|characters?|letters|digits|numbers|handwriting|formulas?|"
     r"equations?|math expressions?|scene text|license plates?|content of (the|this) (document|page))\b"
     r"|\b(what|which)\s+(text|words?|letters|characters|numbers?)\s+(is|are|does|do)\b"
+    r"|\bread\s+(out\s+|aloud\s+)?(the\s+|this\s+|that\s+|these\s+)?(\w+\s+)?(signs?|labels?|plates?|boards?|"
+    r"screens?|notes?|banners?|posters?|menus?|receipts?|documents?|pages?|titles?|names?|numbers?|digits|"
+    r"codes?|clock|meters?|displays?|captions?|headlines?|words?|it)\b"
     r"|\bwhat\s+(is|are)\s+(written|printed|typed|inscribed|displayed|shown as text)\b"
     r"|\bwritten\s+(on|in|at|inside|across|below|above|there)\b"
     r"|\bhandwrit\w*|\bwhat (does|do) (the|this|that|these|it|its)\b[^?]{0,40}\b(say|read)\b"

@@ -129,6 +129,9 @@ class SourceMap:
 
 
 def _entry(value: Any, name: str, where: str) -> Entry:
+    if isinstance(value, (dict, list)):
+        raise MixAtlasError(f"{where}: {name!r} holds a {type(value).__name__}, not a task; the top-level "
+                            "keys are sources:, images:, shipped: (or flat 'source: task' lines)")
     text = str(value).strip().lower()
     head, _, prior = text.partition(":")
     if head == "rules":
