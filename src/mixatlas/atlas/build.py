@@ -17,15 +17,16 @@ from mixatlas.atlas.cache import SHARD_SIZE, EmbeddingCache
 from mixatlas.atlas.cluster import (
     DEFAULT_CONCEPT_PROMPTS,
     choose_k,
+    default_names,
     kmeans,
     names_from_prompts,
-    names_from_sources,
     normalize_rows,
 )
 from mixatlas.atlas.embed import Embedder, make_embedder
 from mixatlas.atlas.embedding_pass import embed_corpus
 from mixatlas.atlas.folder import Atlas, AtlasInfo, AtlasParent, table_schema
 from mixatlas.console import progress_bar
+from mixatlas.corpus.images import DEFAULT_MAX_PIXELS
 from mixatlas.errors import MixAtlasError
 
 KMEANS_MAX_TRAIN = 200_000
@@ -172,18 +173,21 @@ def _task_rules(spec: str) -> str:
 
 
 def _embed_into(out: Path, inputs: _Inputs, embedder: Embedder, task_rules: str, strict: bool,
-                batch_size: int, workers: int, show: bool, shard_size: int) -> tuple[EmbeddingCache, dict]:
+                batch_size: int, workers: int, show: bool, shard_size: int, allow_outside_root: bool,
+                max_pixels: int) -> tuple[EmbeddingCache, dict]:
     """Run (or resume) the embedding pass into OUT/embeddings; returns (cache, reject counts by reason)."""
     from mixatlas.atlas.tasks import TaskTyper
     from mixatlas.corpus import Rejects
 
     typer = TaskTyper.from_spec(task_rules)
     key = {"fingerprint": inputs.fingerprint, "format": inputs.fmt, "source_field": inputs.source_field,
-           "embedder": embedder.spec, "dim": embedder.dim, "tasks": task_rules, "shard_size": shard_size}
+           "embedder": embedder.spec, "dim": embedder.dim, "tasks": task_rules, "shard_size": shard_size,
+           "allow_outside_root": allow_outside_root, "max_pixels": max_pixels}
     cache = EmbeddingCache(out / "embeddings", key)
     with Rejects(out / "rejects.jsonl", strict) as rejects:
         n_read = embed_corpus(inputs.corpus, inputs.fmt, inputs.source_field, cache, embedder, typer,
-                               rejects, batch_size, workers, show)
+                               rejects, batch_size, workers, show, allow_outside_root=allow_outside_root,
+                               max_pixels=max_pixels)
     if not cache.done_indices() or sum(cache.size(index) for index in cache.done_indices()) == 0:
         raise MixAtlasError(f"{inputs.corpus}: no usable samples ({n_read} read, {rejects.count} rejected, "
                             f"see {out / 'rejects.jsonl'}); check --format and the image paths")
@@ -216,25 +220,28 @@ def _start_output(out: Path | str) -> Path:
 
 def _concept_names(embedder: Embedder, centroids_kd: np.ndarray, summary: TableSummary,
                    concept_prompts: Sequence[str] | None) -> list[str]:
-    """Zero-shot names when the embedder has a text tower, else `c<j>-<dominant source>`."""
+    """Zero-shot names when the embedder has a text tower, else `c0..c{k-1}` (`mixatlas atlas name` sets
+    names by hand)."""
     text_embed = getattr(embedder, "text_embed", None)
     if text_embed is not None:
         prompts = list(concept_prompts or DEFAULT_CONCEPT_PROMPTS)
         return names_from_prompts(centroids_kd, text_embed(prompts), prompts)
-    return names_from_sources([sources.most_common(1)[0][0] if sources else "empty"
-                               for sources in summary.sources])
+    return default_names(len(centroids_kd))
 
 
 def build_atlas(corpus: Path | str, out: Path | str, *, embedder: str = "pixels", k: int | str = 10,
                 tasks: str = "rules", fmt: str | None = None, source_field: str | None = None,
                 strict: bool = False, seed: int = 0, batch_size: int = 256, workers: int = 2,
                 progress: bool = True, concept_prompts: Sequence[str] | None = None,
-                shard_size: int = SHARD_SIZE) -> Atlas:
+                shard_size: int = SHARD_SIZE, allow_outside_root: bool = False,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> Atlas:
     """Decompose `corpus` into an atlas at `out`: embed (resumable), cluster into k concepts, type tasks.
 
     `k` is an int or "auto" (silhouette over 2..16); `concept_prompts` overrides the zero-shot concept
     list of CLIP embedders. Rejected inputs go to OUT/rejects.jsonl (`strict` stops at the first).
     Embeddings are cached in OUT/embeddings in shards of `shard_size` samples; a re-run reuses them.
+    Image paths must stay in the corpus root unless `allow_outside_root`; images of more than
+    `max_pixels` pixels are rejected from their header, before decoding.
     """
     from mixatlas.corpus.sample import TASKS
 
@@ -245,7 +252,7 @@ def build_atlas(corpus: Path | str, out: Path | str, *, embedder: str = "pixels"
     folder = _start_output(out)
     task_rules = _task_rules(tasks)
     cache, rejects = _embed_into(folder, inputs, model, task_rules, strict, batch_size, workers, progress,
-                                 shard_size)
+                                 shard_size, allow_outside_root, max_pixels)
     with progress_bar(progress, "clustering", total=2) as advance:
         sample_nd = training_sample(cache, KMEANS_MAX_TRAIN, seed)
         advance(1)
@@ -265,7 +272,8 @@ def build_atlas(corpus: Path | str, out: Path | str, *, embedder: str = "pixels"
 
 def assign_atlas(atlas_dir: Path | str, corpus: Path | str, out: Path | str, *, fmt: str | None = None,
                  source_field: str | None = None, strict: bool = False, batch_size: int = 256,
-                 workers: int = 2, progress: bool = True, shard_size: int = SHARD_SIZE) -> Atlas:
+                 workers: int = 2, progress: bool = True, shard_size: int = SHARD_SIZE,
+                 allow_outside_root: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> Atlas:
     """Map a new corpus onto an existing atlas: same embedder, nearest parent centroid, same task rules.
 
     No re-clustering: the new atlas shares its parent's concepts and `centroids_fingerprint`.
@@ -279,7 +287,7 @@ def assign_atlas(atlas_dir: Path | str, corpus: Path | str, out: Path | str, *, 
     folder = _start_output(folder)
     task_rules = parent.info.task_rules
     cache, rejects = _embed_into(folder, inputs, model, task_rules, strict, batch_size, workers, progress,
-                                 shard_size)
+                                 shard_size, allow_outside_root, max_pixels)
     centroids = parent.centroids()
     summary = write_samples_table(cache, centroids, parent.tasks, folder / "samples.parquet", progress)
     fields = {

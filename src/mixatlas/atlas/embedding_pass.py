@@ -25,9 +25,10 @@ from mixatlas.console import progress_bar
 from mixatlas.errors import MixAtlasError
 
 
-def _prepare_images(prepare: Callable, refs: Sequence[str | None]) -> tuple[list[int], Any, list[tuple]]:
+def _prepare_images(prepare: Callable, refs: Sequence[str | None],
+                    max_pixels: int) -> tuple[list[int], Any, list[tuple]]:
     """Worker step: open and preprocess each image ref; returns (ok positions, stacked arrays, errors)."""
-    from mixatlas.corpus import open_image
+    from mixatlas.corpus import ImageRejected, open_image
 
     ok, arrays, errors = [], [], []
     for position, ref in enumerate(refs):
@@ -35,10 +36,9 @@ def _prepare_images(prepare: Callable, refs: Sequence[str | None]) -> tuple[list
             errors.append((position, "no image: the record has no image; MixAtlas clusters image samples"))
             continue
         try:
-            image = open_image(ref)
-        except MixAtlasError as exc:
-            kind = "corrupt image" if ": corrupt image" in str(exc) else "missing image"
-            errors.append((position, f"{kind}: {exc}"))
+            image = open_image(ref, max_pixels)
+        except ImageRejected as exc:
+            errors.append((position, str(exc)))
             continue
         arrays.append(prepare(image))
         ok.append(position)
@@ -100,9 +100,10 @@ class _EmbeddingPass:
     """One streaming pass over the corpus that fills an EmbeddingCache and the rejects list."""
 
     def __init__(self, corpus: Path, cache: EmbeddingCache, embedder: Embedder, typer: Any,
-                 rejects: _OrderedRejects, batch_size: int, show: bool) -> None:
+                 rejects: _OrderedRejects, batch_size: int, show: bool, max_pixels: int) -> None:
         self.corpus, self.cache, self.embedder, self.typer = corpus, cache, embedder, typer
         self.rejects, self.batch_size, self.show = rejects, max(1, batch_size), show
+        self.max_pixels = max_pixels
 
     @property
     def n_read(self) -> int:
@@ -139,11 +140,12 @@ class _EmbeddingPass:
         prepare = self.embedder.preprocessor()
         if pool is None:
             for chunk in chunks:
-                yield chunk, *_prepare_images(prepare, [s.image for s in chunk.samples])
+                yield chunk, *_prepare_images(prepare, [s.image for s in chunk.samples], self.max_pixels)
             return
         pending: deque = deque()
         for chunk in chunks:
-            pending.append((chunk, pool.submit(_prepare_images, prepare, [s.image for s in chunk.samples])))
+            refs = [s.image for s in chunk.samples]
+            pending.append((chunk, pool.submit(_prepare_images, prepare, refs, self.max_pixels)))
             if len(pending) >= window:
                 done_chunk, future = pending.popleft()
                 yield done_chunk, *future.result()
@@ -171,7 +173,7 @@ class _EmbeddingPass:
 
     def reject(self, buffer: _ShardBuffer, chunk: _Chunk, index: int, reason: str) -> None:
         sample = chunk.samples[index]
-        file, where = (sample.shard or str(self.corpus)), sample.offset
+        file, where = (sample.shard or str(self.corpus)), sample.where
         buffer.rejects.append({"position": chunk.first + index, "file": file, "where": where,
                                "reason": reason})
         self.rejects.queue(chunk.first + index, file, where, reason)
@@ -192,13 +194,19 @@ class _EmbeddingPass:
 
 
 def embed_corpus(corpus: Path, fmt: str, source_field: str | None, cache: EmbeddingCache, embedder: Embedder,
-                  typer: Any, rejects: Any, batch_size: int, workers: int, show: bool) -> int:
-    """Fill `cache` from the corpus (resuming finished shards); returns the number of samples read."""
-    from mixatlas.corpus import read_corpus
+                  typer: Any, rejects: Any, batch_size: int, workers: int, show: bool, *,
+                  allow_outside_root: bool = False, max_pixels: int | None = None) -> int:
+    """Fill `cache` from the corpus (resuming finished shards); returns the number of samples read.
+
+    Image paths must stay in the corpus root unless `allow_outside_root`; images over `max_pixels`
+    (default `DEFAULT_MAX_PIXELS`) are rejected from their header, before decoding."""
+    from mixatlas.corpus import DEFAULT_MAX_PIXELS, read_corpus
 
     ordered = _OrderedRejects(rejects)
-    embedding_pass = _EmbeddingPass(corpus, cache, embedder, typer, ordered, batch_size, show)
-    samples = read_corpus(corpus, fmt, source_field=source_field, rejects=ordered)
+    embedding_pass = _EmbeddingPass(corpus, cache, embedder, typer, ordered, batch_size, show,
+                                    max_pixels or DEFAULT_MAX_PIXELS)
+    samples = read_corpus(corpus, fmt, source_field=source_field, allow_outside_root=allow_outside_root,
+                          rejects=ordered)
     cache.mark_complete(False)
     try:
         if workers <= 0:

@@ -197,3 +197,9 @@ class Atlas:
     def centroids(self) -> np.ndarray:
         """(k, d) float32 unit-norm concept centroids."""
         return np.load(self.dir / "centroids.npy")
+
+    def renamed(self, names: Sequence[str]) -> Atlas:
+        """Write `names` (k of them) as the concept names in atlas.json; samples and centroids stay."""
+        info = dataclasses.replace(self.info, concepts=tuple(names))
+        info.write(self.dir / "atlas.json")
+        return Atlas(self.dir, info)
