@@ -13,7 +13,7 @@ without any, every file is.
 
 Rows: a `conversations` (or `messages`) column of LLaVA turns, an image column (the HF `Image` struct
 `{bytes, path}`, raw bytes or a path string), other columns go to `Sample.meta`. An image stored as bytes
-becomes the ref `SHARD::ROW`, read back by `corpus.images` (Arrow shards through `arrow_image_bytes`).
+becomes the ref `SHARD::ROW`, read back by `corpus.images` from the memory-mapped shard.
 A sample's default source is its subset folder (hub) or the dataset folder (save_to_disk), not the shard.
 """
 
@@ -22,11 +22,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mixatlas.corpus.images import REF_SEP, parquet_image_column
+from mixatlas.corpus.images import REF_SEP, open_arrow, parquet_image_column
 from mixatlas.errors import MixAtlasError
 
 if TYPE_CHECKING:
@@ -139,23 +138,12 @@ def _batches(file: Path) -> Iterator[Any]:
 
         yield from pq.ParquetFile(file).iter_batches(batch_size=BATCH_ROWS)
         return
-    reader = _open_arrow(str(file))
+    reader = open_arrow(str(file))
     if hasattr(reader, "num_record_batches"):  # IPC file format
         for index in range(reader.num_record_batches):
             yield reader.get_batch(index)
     else:
         yield from reader
-
-
-def _open_arrow(path: str) -> Any:
-    """A reader over a memory-mapped Arrow shard: `datasets` writes IPC streams; IPC files also work."""
-    import pyarrow as pa
-
-    source = pa.memory_map(path)
-    try:
-        return pa.ipc.open_stream(source)
-    except pa.ArrowInvalid:
-        return pa.ipc.open_file(source)
 
 
 def _batch_samples(file: Path, batch: Any, first_row: int, parser: RecordParser) -> Iterator[Sample]:
@@ -210,33 +198,3 @@ def _image_cells(column: Any) -> tuple[list[str], list[Any]]:
     if data is not None:
         has_bytes = pc.fill_null(pc.greater(pc.binary_length(data), 0), False).to_pylist()
     return ["bytes" if flag else "path" for flag in has_bytes], paths
-
-
-@lru_cache(maxsize=4)
-def _arrow_image_column(path: str) -> Any:
-    """The image column of an Arrow shard as a memory-mapped ChunkedArray (no copy of the bytes)."""
-    reader = _open_arrow(path)
-    table = reader.read_all()
-    column = parquet_image_column(table.schema.names)
-    if column is None:
-        raise KeyError("no image column")
-    return table.column(column)
-
-
-def arrow_image_bytes(path: str, row: int) -> bytes:
-    """The encoded image bytes in row `row` of an Arrow shard (HF `Image` struct, list of them, or bytes)."""
-    column = _arrow_image_column(path)
-    if not 0 <= row < len(column):
-        raise IndexError(f"row {row} outside 0..{len(column) - 1}")
-    value = column[row].as_py()
-    if isinstance(value, list):
-        value = value[0] if value else None
-    if isinstance(value, dict):
-        if value.get("bytes"):
-            return value["bytes"]
-        if value.get("path"):
-            image_path = Path(value["path"])
-            return (image_path if image_path.is_absolute() else Path(path).parent / image_path).read_bytes()
-    if isinstance(value, bytes | bytearray) and value:
-        return bytes(value)
-    raise KeyError("the image cell is empty")

@@ -1,6 +1,7 @@
 """Image refs: resolve a `Sample.image` string to its bytes or a decoded RGB image.
 
-A ref is an absolute file path, `"TAR_PATH::MEMBER"` (a WebDataset shard member) or
+A ref is an absolute file path, `"TAR_PATH::MEMBER"` (a WebDataset shard member), `"ARROW_PATH::ROW"` (a
+Hugging Face `datasets` Arrow shard row) or
 `"PARQUET_PATH::ROW"` (image bytes stored in a Parquet row). Open tar indexes and decoded Parquet row
 groups are cached per process, so reading a shard's images in order stays linear.
 
@@ -18,7 +19,7 @@ import tarfile
 import warnings
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mixatlas.errors import MixAtlasError
 
@@ -69,9 +70,7 @@ def image_bytes(ref: str) -> bytes:
         if container.endswith(".parquet"):
             return _parquet_image_bytes(container, int(member))
         if container.endswith(".arrow"):
-            from mixatlas.corpus.hf_datasets import arrow_image_bytes
-
-            return arrow_image_bytes(container, int(member))
+            return _arrow_image_bytes(container, int(member))
         return _tar_member_bytes(container, member)
     except ImageRejected:
         raise
@@ -225,7 +224,14 @@ def _parquet_image_bytes(path: str, row: int) -> bytes:
     if not 0 <= row < starts[-1]:
         raise IndexError(f"row {row} outside 0..{starts[-1] - 1}")
     group = bisect.bisect_right(starts, row) - 1
-    value = _parquet_row_group(path, group)[row - starts[group]]
+    return _cell_bytes(_parquet_row_group(path, group)[row - starts[group]], path)
+
+
+def _cell_bytes(value: Any, path: str) -> bytes:
+    """The image bytes of a table cell: HF `Image` struct `{bytes, path}` (a list of them: the first), or
+    raw bytes; a relative path is read from the table file's folder."""
+    if isinstance(value, list):
+        value = value[0] if value else None
     if isinstance(value, dict):  # HF `Image` feature: {"bytes": ..., "path": ...}
         if value.get("bytes"):
             return value["bytes"]
@@ -236,3 +242,32 @@ def _parquet_image_bytes(path: str, row: int) -> bytes:
     if isinstance(value, bytes | bytearray):
         return bytes(value)
     raise KeyError(f"image cell holds {type(value).__name__}, expected bytes")
+
+
+def open_arrow(path: str) -> Any:
+    """A reader over a memory-mapped Arrow shard: an IPC stream (what Hugging Face `datasets` writes) or an
+    IPC file."""
+    import pyarrow as pa
+
+    source = pa.memory_map(path)
+    try:
+        return pa.ipc.open_stream(source)
+    except pa.ArrowInvalid:
+        return pa.ipc.open_file(source)
+
+
+@lru_cache(maxsize=4)
+def _arrow_image_column(path: str) -> Any:
+    """The image column of an Arrow shard, memory-mapped (the image bytes are not copied)."""
+    table = open_arrow(path).read_all()
+    column = parquet_image_column(table.schema.names)
+    if column is None:
+        raise KeyError(f"no image column (one of {', '.join(PARQUET_IMAGE_COLUMNS)})")
+    return table.column(column)
+
+
+def _arrow_image_bytes(path: str, row: int) -> bytes:
+    column = _arrow_image_column(path)
+    if not 0 <= row < len(column):
+        raise IndexError(f"row {row} outside 0..{len(column) - 1}")
+    return _cell_bytes(column[row].as_py(), path)
