@@ -9,12 +9,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from mixatlas.console import console
+from mixatlas.corpus.images import DEFAULT_MAX_PIXELS
 from mixatlas.errors import MixAtlasError
 
 if TYPE_CHECKING:
     from mixatlas.atlas import Atlas
 
 FORMAT_HELP = "llava-json | jsonl | wds | parquet (default: from the file extensions)."
+OUTSIDE_HELP = "Accept image paths outside the corpus file's folder (../x, absolute paths elsewhere)."
+MAX_PIXELS_HELP = "Reject images with more pixels than this (read from the header, before decoding)."
 atlas_app = typer.Typer(name="atlas", help="Inspect atlases and map new corpora onto them.",
                         no_args_is_help=True)
 
@@ -34,10 +37,13 @@ def _read_prompts(path: Path | None) -> list[str] | None:
         return None
     import yaml
 
+    from mixatlas.yaml_io import safe_load
+
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise MixAtlasError(f"--concepts {path}: cannot read ({exc}); give a YAML list of prompts") from None
+        raise MixAtlasError(f"--concepts {path}: cannot read ({str(exc).splitlines()[0]}); give a YAML list "
+                            "of prompts") from None
     prompts = loaded if isinstance(loaded, list) else path.read_text().splitlines()
     prompts = [str(prompt).strip() for prompt in prompts if str(prompt).strip()]
     if not prompts:
@@ -68,13 +74,16 @@ def decompose(
     concepts: Annotated[Path | None, typer.Option(help="Concept prompts for CLIP naming.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per embedding batch.")] = 256,
     workers: Annotated[int, typer.Option(help="Image-decoding worker processes (0: in-process).")] = 2,
+    allow_outside_root: Annotated[bool, typer.Option(help=OUTSIDE_HELP)] = False,
+    max_pixels: Annotated[int, typer.Option(help=MAX_PIXELS_HELP)] = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Decompose a corpus into an atlas of concept x task cells."""
     from mixatlas.atlas import build_atlas
 
     atlas = build_atlas(corpus, out, embedder=embedder, k=_parse_k(k), tasks=tasks, fmt=fmt,
                         source_field=source_field, strict=strict, seed=seed, batch_size=batch_size,
-                        workers=workers, concept_prompts=_read_prompts(concepts))
+                        workers=workers, concept_prompts=_read_prompts(concepts),
+                        allow_outside_root=allow_outside_root, max_pixels=max_pixels)
     _summary(atlas, "wrote")
 
 
@@ -123,16 +132,34 @@ def assign(
     strict: Annotated[bool, typer.Option(help="Stop at the first bad record or image.")] = False,
     batch_size: Annotated[int, typer.Option(help="Images per embedding batch.")] = 256,
     workers: Annotated[int, typer.Option(help="Image-decoding worker processes (0: in-process).")] = 2,
+    allow_outside_root: Annotated[bool, typer.Option(help=OUTSIDE_HELP)] = False,
+    max_pixels: Annotated[int, typer.Option(help=MAX_PIXELS_HELP)] = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Map a new corpus onto an existing atlas (same embedder, nearest centroid, same task rules)."""
     from mixatlas.atlas import assign_atlas
 
     atlas = assign_atlas(atlas_dir, corpus, out, fmt=fmt, source_field=source_field, strict=strict,
-                         batch_size=batch_size, workers=workers)
+                         batch_size=batch_size, workers=workers, allow_outside_root=allow_outside_root,
+                         max_pixels=max_pixels)
     _summary(atlas, "assigned")
 
 
+@atlas_app.command("name")
+def name(
+    atlas_dir: Annotated[Path, typer.Argument(metavar="ATLAS", help="Atlas folder.")],
+    names: Annotated[Path, typer.Option(help="YAML: a list of k names, or a mapping `c3: receipts`.")],
+) -> None:
+    """Set the concept names (shown by `atlas show`; used by new studies, recipes, manifests, reports)."""
+    from mixatlas.atlas import Atlas
+    from mixatlas.atlas.cluster import read_names
+
+    atlas = Atlas.load(atlas_dir)
+    atlas = atlas.renamed(read_names(names, atlas.concepts))
+    console.print(f"named the {atlas.k} concepts of {atlas.dir}: {', '.join(atlas.concepts)}", soft_wrap=True,
+                  highlight=False, markup=False)
+
+
 def register(app: typer.Typer) -> None:
-    """Add `decompose` and the `atlas` sub-app (show, assign) to the top-level app."""
+    """Add `decompose` and the `atlas` sub-app (show, assign, name) to the top-level app."""
     app.command("decompose")(decompose)
     app.add_typer(atlas_app, name="atlas")
