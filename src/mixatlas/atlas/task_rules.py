@@ -30,6 +30,7 @@ single word") are removed before the cues are matched.
 
 from __future__ import annotations
 
+import functools
 import re
 
 # Rules whose decision is a guess rather than a cue: the audit lists their samples as low confidence.
@@ -69,14 +70,14 @@ _LABEL = re.compile(r"<ref>([^<]{1,60})</ref>|\"label\"\s*:\s*\"([^\"]{1,60})\""
                     r"|([A-Za-z][\w ]{0,30}?)\s*<loc|([A-Za-z][\w ]{0,30}?)\s*[:\[(]")
 
 _TASK_TOKENS = (
-    (re.compile(r"<(OD|DENSE_REGION_CAPTION|REGION_PROPOSAL|OPEN_VOCABULARY_DETECTION)>|\[detection\]", _I),
+    (re.compile(r"<(od|dense_region_caption|region_proposal|open_vocabulary_detection)>|\[detection\]"),
      "detection"),
-    (re.compile(r"<(CAPTION_TO_PHRASE_GROUNDING|REFERRING_EXPRESSION_SEGMENTATION|REGION_TO_\w+)>"
-                r"|\[(refer|grounding|identify|reg)\]|<grounding>|<phrase>|<\|object_ref_start\|>|<ref>", _I),
+    (re.compile(r"<(caption_to_phrase_grounding|referring_expression_segmentation|region_to_\w+)>"
+                r"|\[(refer|grounding|identify|reg)\]|<grounding>|<phrase>|<\|object_ref_start\|>|<ref>"),
      "grounding"),
-    (re.compile(r"<(OCR|OCR_WITH_REGION)>", _I), "ocr"),
-    (re.compile(r"<(CAPTION|DETAILED_CAPTION|MORE_DETAILED_CAPTION)>|\[caption\]", _I), "captioning"),
-    (re.compile(r"\[vqa\]", _I), "vqa"),
+    (re.compile(r"<(ocr|ocr_with_region)>"), "ocr"),
+    (re.compile(r"<(caption|detailed_caption|more_detailed_caption)>|\[caption\]"), "captioning"),
+    (re.compile(r"\[vqa\]"), "vqa"),
 )
 # PaliGemma's task prefixes: "caption en", "ocr", "detect cat ; dog", "segment the left cup", "answer en ...".
 _PALIGEMMA = re.compile(r"^(caption|describe|ocr|detect|segment|answer|question)(\s+[a-z]{2})?\b")
@@ -88,17 +89,18 @@ _DETECT = re.compile(
     r"|\b(box|boxes|bbox|coordinates?|locat\w*|positions?|detect\w*)\b.{0,80}\b(categor(y|ies)|classes)\b"
     r"|\b(locate|detect|find|identify|mark|list)\s+(the\s+)?(objects|instances)\b"
     r"|\b(all|every|each)\b(?! the way\b| other\b| mentioned\b)|检测(?!框)|所有|全部|每(个|一个|一)",
-    _I | re.S,
+    re.S,
 )
-_DETECT_VERB = re.compile(r"\bdetect(s|ing)?\b|检测", _I)
+_DETECT_VERB = re.compile(r"\bdetect(s|ing)?\b|检测")
 # Wording that asks for the place of a referred object or region.
 _REFER = re.compile(
     r"\b(referring expression|this sentence|referred)\b|\bbounding box(es)?\b|\bbbox(es)?\b|\bcoordinates?\b"
     r"|\blocate\b|\bground(ing|ed)?\b|(?<!does )(?<!do )\bpoint (to|at|out)\b(?!\s*[?？])|\bsegment\b|<p>"
     r"|\b(location|position|region|box)\b(?=.{0,60}\b(give|provide|output|return|mark|draw|answer)\b)"
-    r"|\b(give|provide|output|return|mark|draw)\b.{0,60}\b(location|position|region|box)\b"
+    r"|\b(give|provide|output|return|mark|draw|find|identify|show|predict|determine)\b.{0,60}"
+    r"\b(location|position|region|box)\b"
     r"|边界框|坐标|框出|定位|检测框|标出",
-    _I | re.S,
+    re.S,
 )
 _IMG = (r"(image|picture|photo\w*|pic|snapshot|scene|visual\w*|figure|frame|view|shot|screenshot|chart|"
         r"plot|graph|diagram|table|document|page|map|infographic|poster|meme|illustration|painting|artwork|"
@@ -116,7 +118,10 @@ _CAPTION = re.compile(
     rf"({_IMG[1:-1]}|visual (content|information|elements)|visuals)\b"
     r"|\bwhat('s| is| are|s)\s+(in|shown in|depicted in|present in|happening in|going on in|visible in|"
     rf"featured in)\s+(the|this|that|these)\s+{_IMG}\b"
-    r"|\bwhat('s| is| are)\s+(happening|going on)\b|\bwhat (do|can) you see\b"
+    r"|\bwhat('s| is| are)\s+(happening|going on)\b|\bwhat (do|can) you see\b|\btell (me |us )?what you see\b"
+    rf"|\bwhat (does|do) (the|this|these) {_IMG}s? (show|depict|illustrate|represent|portray|convey)\b"
+    r"|\balt[- ]text\b"
+    r"|\blist (all |every )?(of )?(the )?(objects|items|things|elements)\b(?=.{0,40}\b(in|see|visible)\b)"
     rf"|\bwhat is (this|the) {_IMG} (about|showing|of)\b"
     rf"|\b(tell|talk) (me |us )?about (the|this) {_IMG}\b"
     rf"|\b(key|main) (elements|features|points|objects) (in|of) (the|this) {_IMG}\b"
@@ -127,11 +132,11 @@ _CAPTION = re.compile(
     r"|\b(transcribe|turn|transform|convert|put) (the|this) (image|picture|photo) into\b"
     r"|描述|描绘|(介绍|概括|总结|说明|解释|讲讲|说说)\S{0,6}(图|照片|画面|内容)|(图|照片|画面)\S{0,4}(有什么|是什么内容)"
     r"|看到了什么|标题|(图片|照片|图像|画面)\S{0,4}(展示|呈现)了?什么",
-    _I,
+    0,
 )
 _BOX_REQUEST = re.compile(r"\bcoordinates?\b|\bbounding box(es)?\b|\bbbox(es)?\b|\bground(ing|ed)\b"
-                          r"|坐标|边界框", _I)
-_CAPTION_NOT = re.compile(r"\b(describe|explain) (how|why|the (difference|relationship|process))\b", _I)
+                          r"|坐标|边界框")
+_CAPTION_NOT = re.compile(r"\b(describe|explain) (how|why|the (difference|relationship|process))\b")
 _OCR = re.compile(
     r"\bocr\b(?!\s*tokens?)|\btranscri(be|ption|pt)\b(?!\W+(the )?(image|picture|photo)\W+into)"
     r"|\b(recogni[sz]e|read|spell|identify|extract|output|list|detect|copy|type|give)\s+(out\s+|off\s+|me\s+)?"
@@ -153,17 +158,17 @@ _OCR = re.compile(
     r"image|screenshot|form)\b|\bqwenvl (html|markdown)\b|\btext (recognition|spotting|detection)\b"
     r"|\b(text|words?|characters?) (in|on|of|from) (the|this) (image|picture|photo|document|page|scan|"
     r"receipt|sign|screenshot)\b(?!\W+(into|and describe))"
-    r"|OCR|识别|文字|文本|写(着|的是|了)|字符|转(换)?(为|成)\s*(markdown|html|latex)|提取\S{0,10}(信息|内容|字段)|提取\S{0,6}(收据|发票|票据|证件|身份证|名片|表单|单据)",
-    _I | re.S,
+    r"|ocr|识别|文字|文本|写(着|的是|了)|字符|转(换)?(为|成)\s*(markdown|html|latex)|提取\S{0,10}(信息|内容|字段)|提取\S{0,6}(收据|发票|票据|证件|身份证|名片|表单|单据)",
+    re.S,
 )
-_OCR_TOKENS = re.compile(r"\n?\s*reference ocr tokens?\s*:.*$", _I | re.S)
+_OCR_TOKENS = re.compile(r"\n?\s*reference ocr tokens?\s*:.*$", re.S)
 _TEXT_CUE = re.compile(
     r"\b(text|lettering|inscription|letters|characters|words?|slogan)\s+(in|on|at|across|inside|printed|written|"
     r"shown|visible|displayed)\b|\bwhat (text|letters?|words?|characters?)\b|\bprinted on\b"
     r"|\b(number|word|brand) (on|of) the\b"
     r"|\b(title|author|publisher|edition) of (this|the) book\b|\bwho (wrote|is the author of) this book\b"
     r"|\bwhat (brand|number|time|year|word)\b(?!.{0,30}\b(color|colour|animal|sport)\b)",
-    _I,
+    0,
 )
 # Removed before reading cues: answer-format instructions and text that is part of the prompt itself.
 _NOT_IMAGE_TEXT = re.compile(
@@ -174,28 +179,33 @@ _NOT_IMAGE_TEXT = re.compile(
     r"|\b(the |this )?(following|given|above|below|provided) (text|passage|paragraph|context|article|"
     r"story|sentence|poem|question)s?\b|\bread (the |this )?(passage|question|context|article|paragraph|"
     r"story|sentence|poem|instructions?|text below|following)\b|\bcontext\s*:.*?(?=question\s*:|$)"
-    r"|\bhint\s*:.*?(?=question\s*:|$)|\btext\s*:.*$",
-    _I | re.S,
+    r"|\bhint\s*:.*?(?=question\s*:|$)|\btext\s*:.*$"
+    r"|用\S{0,6}(文字|文本|语言|中文|英文)(回答|作答|描述|表述)|(以下|下面|上述|给定|这段)的?(文本|文字|段落|材料|短文)",
+    re.S,
 )
 _CHOICES = re.compile(
     r"(^|\n)\s*\(?[A-Ea-e][.)]\s+\S.*\n\s*\(?[B-Fb-f][.)]\s+\S|\b(options|choices)\s*:|\boption'?s? letter\b"
     r"|\bchoose (the |one of the )?(correct |best )?(answer|option)\b|\bselect (the )?(correct |best )?"
-    r"(answer|option)\b|\(A\)[^\n]{0,80}\(B\)|选项",
-    _I,
+    r"(answer|option)\b|\(a\)[^\n]{0,80}\(b\)|选项",
+    0,
 )
 _QUESTION = re.compile(r"\?|？|\b(what|which|who|whom|whose|where|when|why|how|is|are|does|do|can|could|"
-                       r"was|were|did|will|should)\b|吗|什么|哪|谁|几|多少|怎么|为什么|是否", _I)
+                       r"was|were|did|will|should)\b|吗|什么|哪|谁|几|多少|怎么|为什么|是否")
 _WORD = re.compile(r"\w+")
+_DIGIT = re.compile(r"\d")
+_MARK = re.compile(r"[\d<]|region")  # every box, point, polygon and region token has one
 
 
 def count_boxes(text: str) -> int:
     """Number of boxes in `text` in any syntax of `_BOX_PATTERNS` (points and polygons not counted)."""
-    return len(_BOX.findall(text)) if text else 0
+    return len(_BOX.findall(text)) if _DIGIT.search(text) else 0  # every box syntax has digits
 
 
 def has_region(text: str) -> bool:
     """Whether `text` holds a box, point, polygon or region token."""
-    return bool(text) and bool(_BOX.search(text) or _POINT.search(text) or _REGION_TOKEN.search(text))
+    if not _MARK.search(text):
+        return False
+    return bool(_BOX.search(text) or _POINT.search(text) or _REGION_TOKEN.search(text))
 
 
 def _repeated_labels(answer: str) -> bool:
@@ -205,16 +215,17 @@ def _repeated_labels(answer: str) -> bool:
     return len(labels) != len(set(labels))
 
 
-def _task_token(prompt: str) -> str | None:
+def _task_token(prompt: str, text: str) -> str | None:
+    """A model's task prompt in `prompt` (`text` is it in lower case), as a task, else None."""
     for pattern, task in _TASK_TOKENS:
-        if pattern.search(prompt):
+        if pattern.search(text):
             return task
     match = _PALIGEMMA.match(prompt)
     if match and len(prompt) < 200 and not prompt.rstrip().endswith("?"):
         head, rest = match.group(1).lower(), prompt[match.end():].strip()
         if head == "detect":
             is_referring = len(_WORD.findall(rest)) >= 3 and ";" not in rest and "," not in rest
-            return None if is_referring and not _DETECT.search(rest) else "detection"
+            return None if is_referring and not _DETECT.search(rest.lower()) else "detection"
         if match.group(2) or head in ("ocr", "segment") or not rest:
             return {"caption": "captioning", "describe": "captioning", "ocr": "ocr", "segment": "grounding",
                     "answer": "vqa", "question": "vqa"}[head]
@@ -224,47 +235,76 @@ def _task_token(prompt: str) -> str | None:
 def classify_turn(prompt: str, answer: str = "") -> tuple[str, str]:
     """(task, rule) of one turn: `prompt` the human text (placeholder stripped), `answer` the reply."""
     prompt = prompt.strip()
-    task = _task_token(prompt)
+    shape = _answer_shape(answer)
+    if len(prompt) > CACHED_PROMPT_CHARS:
+        return _classify.__wrapped__(prompt, shape)
+    return _classify(prompt, shape)
+
+
+def _answer_shape(answer: str) -> tuple[int, bool, bool, bool]:
+    """What of the answer the rules read: (boxes, capped at 3; repeated labels; points or region
+    tokens; a long free answer)."""
+    boxes = count_boxes(answer)
+    repeated = boxes >= 2 and _repeated_labels(answer)
+    marks = not boxes and has_region(answer)
+    long_answer = len(answer) >= 160 and len(_WORD.findall(answer)) >= 40
+    return min(boxes, 3), repeated, marks, long_answer
+
+
+# Corpora repeat prompt templates: the decision for a (prompt, answer shape) pair is cached.
+CACHED_PROMPT_CHARS = 1000
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _classify(prompt: str, shape: tuple[int, bool, bool, bool]) -> tuple[str, str]:
+    answer_boxes, repeated_labels, answer_marks, long_answer = shape
+    text = prompt.lower()  # the cue patterns are lower case (faster than IGNORECASE)
+    task = _task_token(prompt, text)
     if task is not None:
         return task, "task-token"
-    detect = _DETECT.search(prompt)
-    answer_boxes = count_boxes(answer)
-    caption = _CAPTION.search(prompt)
-    if caption and (answer_boxes or _BOX_REQUEST.search(prompt)) and not _DETECT_VERB.search(prompt):
+    detect_verb = _DETECT_VERB.search(text)
+    if (answer_boxes or _BOX_REQUEST.search(text)) and not detect_verb and _CAPTION.search(text):
         return "grounding", "grounded-caption"
-    if detect and (answer_boxes or _DETECT_VERB.search(prompt) or _REFER.search(prompt)):
+    detect = _DETECT.search(text)
+    if detect and (answer_boxes or detect_verb or _REFER.search(text)):
         return "detection", "detect-intent"
     if has_region(prompt):
         return "grounding", "region-in-prompt"
     if answer_boxes:
-        if _OCR.search(prompt) and not _REFER.search(prompt):
+        refer = _REFER.search(text)
+        if not refer and _OCR.search(text):
             return "ocr", "ocr-with-regions"
-        if answer_boxes >= 2 and _repeated_labels(answer):
+        if repeated_labels:
             return "detection", "repeated-labels"
-        if answer_boxes >= 3 and not _REFER.search(prompt):
+        if answer_boxes >= 3 and not refer:
             return "detection", "many-boxes"
         return "grounding", "box-in-answer"
-    if answer and (_POINT.search(answer) or _REGION_TOKEN.search(answer)):
+    if answer_marks:
         return ("detection", "detect-intent") if detect else ("grounding", "point-in-answer")
-    if _DETECT_VERB.search(prompt) and not _CHOICES.search(prompt) and "?" not in prompt:
+    choices = _CHOICES.search(text)
+    if detect_verb and not choices and "?" not in text:
         return "detection", "detect-intent"
-    if _CHOICES.search(prompt):
+    if choices:
         return "vqa", "multiple-choice"
-    if _REFER.search(prompt):
+    if _REFER.search(text):
         return "grounding", "locate-intent"
-    hint_free = _OCR_TOKENS.sub("", prompt)
-    cleaned = _NOT_IMAGE_TEXT.sub(" ", hint_free)
-    if _OCR.search(cleaned) and not _CAPTION_FIRST.search(cleaned):
-        return "ocr", "ocr-intent"
+    hint_free = _OCR_TOKENS.sub("", text) if "ocr token" in text else text
+    cleaned = None  # the text without passages and answer-format phrases, made only when a cue is seen
+    if _OCR.search(hint_free):
+        cleaned = _NOT_IMAGE_TEXT.sub(" ", hint_free)
+        if _OCR.search(cleaned) and not _CAPTION_FIRST.search(cleaned):
+            return "ocr", "ocr-intent"
     if _CAPTION.search(hint_free) and not _CAPTION_NOT.search(hint_free):
         return "captioning", "caption-intent"
-    if len(hint_free) < len(prompt):
+    if len(hint_free) < len(text):
         return "ocr", "ocr-tokens"
-    if _TEXT_CUE.search(cleaned):
-        return "ocr", "text-cue"
-    if _QUESTION.search(prompt):
+    if _TEXT_CUE.search(hint_free):
+        cleaned = _NOT_IMAGE_TEXT.sub(" ", hint_free) if cleaned is None else cleaned
+        if _TEXT_CUE.search(cleaned):
+            return "ocr", "text-cue"
+    if _QUESTION.search(text):
         return "vqa", "question"
-    if len(_WORD.findall(answer)) >= 40:
+    if long_answer:
         return "captioning", "long-answer"
     return "vqa", "default"
 
@@ -274,5 +314,5 @@ _CAPTION_FIRST = re.compile(
     r"^\W*(please\s+)?(briefly\s+)?(describe|caption|summari[sz]e|provide a (\w+ )?(caption|description)|"
     r"write a (\w+ )?(caption|description)|generate a (\w+ )?(caption|description))\b"
     r"|\btranscribe (the |this )?(image|picture|photo) into\b",
-    _I,
+    0,
 )
