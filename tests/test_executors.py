@@ -36,7 +36,7 @@ def test_local_executor_runs_calls_and_raises_worker_errors(tmp_path):
             executor.result(bad)
 
 
-def test_local_cancel_kills_a_hung_call_and_the_pool_recovers(tmp_path):
+def test_local_cancel_kills_a_hung_call_and_the_next_call_runs(tmp_path):
     with make_executor("local", parallel=1, folder=tmp_path) as executor:
         hung = executor.submit(time.sleep, 60)
         assert executor.wait([hung], timeout=1.0) == []
@@ -44,7 +44,7 @@ def test_local_cancel_kills_a_hung_call_and_the_pool_recovers(tmp_path):
         executor.cancel(hung)
         assert executor.wait([hung], timeout=10) == [hung]  # the killed worker's call ends as lost
         assert time.monotonic() - started < 10
-        with pytest.raises(Exception, match="terminated abruptly"):
+        with pytest.raises(Exception, match="killed"):
             executor.result(hung)
         again = executor.submit(math.sqrt, 9.0)
         assert executor.wait([again], timeout=30) == [again]

@@ -10,9 +10,11 @@ from pathlib import Path
 import mixatlas
 
 PACKAGE = Path(mixatlas.__file__).parent
-# Bottom (1) to top (8); a module may import its own layer or a lower one.
+# Bottom (1) to top (8); a module may import its own layer or a lower one. "__init__" is the root package
+# (its version string).
 LAYERS = {
-    "errors": 1, "console": 1, "yaml_io": 1, "space": 1, "corpus": 1,
+    "__init__": 1, "errors": 1, "console": 1, "yaml_io": 1, "publish": 1, "processes": 1, "space": 1,
+    "corpus": 1,
     "atlas": 2,
     "objectives": 3, "executors": 3, "tracking": 3,
     "search": 4,

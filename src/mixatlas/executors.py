@@ -1,4 +1,4 @@
-"""Where trials run: a local process pool, a Ray cluster, or Slurm (submitit), behind one small interface.
+"""Where trials run: a local worker process per trial, a Ray cluster, or Slurm (submitit), behind one API.
 
 An executor only runs callables: `submit(fn, *args) -> handle`, `wait(handles, timeout) -> done handles`,
 `result(handle)` (the return value, or the worker's error raised), `cancel(handle)`, `shutdown()`.
@@ -7,21 +7,22 @@ Arguments and results are plain data (the search loop ships a mixture dict in an
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import multiprocessing
 import os
-import queue
 import signal
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from concurrent import futures
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_ready
 from pathlib import Path
 from typing import Any
 
 from mixatlas.errors import MixAtlasError
+from mixatlas.processes import die_with_parent
 
 EXECUTOR_KINDS = ("local", "ray", "slurm")
 
@@ -98,7 +99,7 @@ def make_executor(
         raise MixAtlasError(f"--parallel {parallel}: must be at least 1")
     folder = Path(folder)
     if kind == "local":
-        return LocalExecutor(parallel)
+        return LocalExecutor(parallel, gpus_per_trial)
     if kind == "ray":
         return RayExecutor(
             parallel,
@@ -120,101 +121,182 @@ def make_executor(
 
 
 # -- local ----------------------------------------------------------------------------------------------
-_started_queue: Any = None
+class WorkerLost(RuntimeError):
+    """A local worker process ended without sending its call's result back (killed, OOM, crash)."""
 
 
-def _init_local_worker(started: Any) -> None:
-    global _started_queue
-    _started_queue = started
+def _worker_main(conn: Connection, env: dict[str, str], fn: Callable[..., Any], args: tuple) -> None:
+    """A local worker: dies with the run, leaves Ctrl-C to the run, sends back `("ok", value)` or
+    `("error", exception)`."""
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C reaches the run, which ends us
+    os.environ.clear()  # the forkserver's environment is the one it started with; use the run's current one
+    os.environ.update(env)
+    try:
+        message: tuple[str, Any] = ("ok", fn(*args))
+    except BaseException as exc:  # every failure goes back to the run
+        message = ("error", exc)
+    try:
+        conn.send(message)
+    except Exception as exc:  # an unpicklable value or exception
+        conn.send(("error", RuntimeError(f"cannot send the result back: {type(exc).__name__}: {exc}")))
+    conn.close()
 
 
-def _call_reporting_pid(key: int, fn: Callable[..., Any], *args: Any) -> Any:
-    # Tell the parent which process runs `key`, so an overrunning trial can be killed on its own.
-    _started_queue.put((key, os.getpid()))
-    return fn(*args)
+@dataclass(eq=False)
+class _LocalCall:
+    """One call's worker process and the pipe its result comes back through."""
+
+    process: Any
+    conn: Connection
+    message: tuple[str, Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.message is not None
+
+    def collect(self) -> None:
+        """Read the result if it arrived, or note the worker's death (call when pipe or process is ready)."""
+        if self.message is not None:
+            return
+        try:
+            if self.conn.poll():
+                self.message = self.conn.recv()
+        except (EOFError, OSError):
+            pass
+        if self.message is None and not self.process.is_alive():
+            self.process.join()
+            self.message = ("error", WorkerLost(f"its worker process ended ({_exit_reason(self.process)})"))
+        if self.message is not None:
+            self.conn.close()
+            self.process.join()
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGKILL)
+        self.process.join()
+        if self.message is None:
+            self.message = ("error", WorkerLost("its worker process was killed (cancelled)"))
+            self.conn.close()
+
+
+def _exit_reason(process: Any) -> str:
+    code = process.exitcode
+    if code is not None and code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+def visible_gpus() -> list[str]:
+    """This machine's GPUs as CUDA_VISIBLE_DEVICES entries (that variable's own list when it is set)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [device.strip() for device in listed.split(",") if device.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def gpu_slots(parallel: int, gpus_per_trial: float, visible: Sequence[str]) -> list[str]:
+    """The CUDA_VISIBLE_DEVICES values of `parallel` concurrent local calls: disjoint groups of
+    `gpus_per_trial` consecutive entries of `visible` (slot i = entries i*g .. i*g+g-1)."""
+    per = int(gpus_per_trial)
+    if per != gpus_per_trial or per < 1:
+        raise MixAtlasError(
+            f"--gpus-per-trial {gpus_per_trial:g}: the local executor pins whole GPUs; pass an integer >= 1 "
+            "(or 0 for none)"
+        )
+    if parallel * per > len(visible):
+        raise MixAtlasError(
+            f"--parallel {parallel} x --gpus-per-trial {per} needs {parallel * per} GPUs but this machine "
+            f"shows {len(visible)} ({','.join(visible) or 'none'}); lower --parallel or --gpus-per-trial"
+        )
+    return [",".join(visible[i * per : (i + 1) * per]) for i in range(parallel)]
 
 
 class LocalExecutor(Executor):
-    """A `ProcessPoolExecutor` (spawn context) of `parallel` worker processes on this machine.
+    """One fresh worker process per call on this machine (forkserver start, so a start costs milliseconds).
 
-    Workers report which call they run, so `cancel` and `shutdown` kill only workers busy with our calls
-    (killing an idle worker could leave the pool's task-queue lock held forever).
+    Each worker dies with the run (`PR_SET_PDEATHSIG`), ignores the terminal's Ctrl-C (the run decides when
+    its calls stop) and runs only its own call: killing a stuck one (`cancel`) never touches another, and the
+    next call starts in a fresh process. The caller keeps at most `parallel` calls in flight. With
+    `gpus_per_trial` g >= 1 each call runs pinned to g GPUs no other running call has (its
+    CUDA_VISIBLE_DEVICES is a free slot of `gpu_slots`).
     """
 
     kind = "local"
 
-    def __init__(self, parallel: int) -> None:
+    def __init__(self, parallel: int, gpus_per_trial: float = 0) -> None:
         super().__init__()
         self._parallel = parallel
-        self._context = multiprocessing.get_context("spawn")
-        self._started = self._context.Queue()
-        self._pids: dict[int, int] = {}  # key of a call -> pid of the worker that started it
-        self._uncollected: dict[int, Handle] = {}
-        self._pool = self._new_pool()
-
-    def _new_pool(self) -> futures.ProcessPoolExecutor:
-        return futures.ProcessPoolExecutor(
-            self._parallel,
-            mp_context=self._context,
-            initializer=_init_local_worker,
-            initargs=(self._started,),
-        )
+        self._gpu_slots = gpu_slots(parallel, gpus_per_trial, visible_gpus()) if gpus_per_trial else []
+        self._slot_of: dict[int, str] = {}  # key of a call -> its CUDA_VISIBLE_DEVICES
+        self._context = multiprocessing.get_context("forkserver")
+        self._calls: dict[int, _LocalCall] = {}
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Handle:
+        if not self._calls:  # preload the called module in the fork server (no effect once it runs)
+            self._context.set_forkserver_preload([fn.__module__])
         key = next(self._keys)
-        try:
-            future = self._pool.submit(_call_reporting_pid, key, fn, *args)
-        except BrokenProcessPool:  # a worker died (killed, OOM): start a fresh pool for new work
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = self._new_pool()
-            future = self._pool.submit(_call_reporting_pid, key, fn, *args)
-        handle = Handle(key, future)
-        self._uncollected[key] = handle
-        return handle
+        env = dict(os.environ)
+        if self._gpu_slots:
+            env["CUDA_VISIBLE_DEVICES"] = self._slot_of[key] = self._free_slot()
+        receive, send = self._context.Pipe(duplex=False)
+        process = self._context.Process(
+            target=_worker_main, args=(send, env, fn, args), name=f"mixatlas-call-{key}"
+        )
+        process.start()
+        send.close()
+        call = _LocalCall(process, receive)
+        self._calls[key] = call
+        return Handle(key, call)
+
+    def _free_slot(self) -> str:
+        """A GPU slot that no unfinished call holds (the caller keeps at most `parallel` in flight)."""
+        held = set()
+        for key, slot in self._slot_of.items():
+            call = self._calls.get(key)
+            if call is not None:
+                call.collect()  # notices a call that has just ended
+                if not call.finished:
+                    held.add(slot)
+        free = [slot for slot in self._gpu_slots if slot not in held]
+        if not free:
+            raise MixAtlasError(f"all {len(self._gpu_slots)} GPU slots are busy (at most --parallel calls)")
+        return free[0]
 
     def wait(self, handles: Sequence[Handle], timeout: float | None) -> list[Handle]:
-        by_future = {h.ref: h for h in handles}
-        done, _ = futures.wait(list(by_future), timeout=timeout, return_when=futures.FIRST_COMPLETED)
-        return [by_future[f] for f in done]
+        done = [h for h in handles if h.ref.finished]
+        if not done:
+            waiting = {}
+            for h in handles:
+                waiting[h.ref.conn] = h
+                waiting[h.ref.process.sentinel] = h
+            for ready in wait_ready(list(waiting), timeout):
+                waiting[ready].ref.collect()
+            done = [h for h in handles if h.ref.finished]
+        return done
 
     def result(self, handle: Handle) -> Any:
-        self._uncollected.pop(handle.key, None)
-        return handle.ref.result()
+        call: _LocalCall = handle.ref
+        while not call.finished:
+            wait_ready([call.conn, call.process.sentinel], None)
+            call.collect()
+        self._calls.pop(handle.key, None)
+        self._slot_of.pop(handle.key, None)
+        status, value = call.message
+        if status == "error":
+            raise value
+        return value
 
     def cancel(self, handle: Handle) -> None:
-        self._uncollected.pop(handle.key, None)
-        if not handle.ref.cancel():
-            self._kill_worker_of(handle)
+        handle.ref.kill()
 
     def shutdown(self) -> None:
-        for handle in list(self._uncollected.values()):
-            if not handle.ref.cancel():
-                self._kill_worker_of(handle)
-        self._uncollected.clear()
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def _kill_worker_of(self, handle: Handle) -> None:
-        """SIGKILL the worker running `handle`; the pool then reports its other calls as lost."""
-        if handle.ref.done():
-            return
-        while True:  # collect the "started" reports sent so far
-            try:
-                key, pid = self._started.get(timeout=0.05)
-            except queue.Empty:
-                break
-            self._pids[key] = pid
-        pid = self._pids.pop(handle.key, None)
-        if pid is not None:
-            with _ignore_missing_process():
-                os.kill(pid, signal.SIGKILL)
-
-
-class _ignore_missing_process:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: type | None, *rest: object) -> bool:
-        return exc_type is ProcessLookupError
+        for call in self._calls.values():
+            call.kill()
+        self._calls.clear()
 
 
 # -- ray ------------------------------------------------------------------------------------------------

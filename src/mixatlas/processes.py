@@ -1,0 +1,102 @@
+"""Child processes that belong to the run: they die with their parent and are found again after a kill.
+
+- `die_with_parent()`: Linux `prctl(PR_SET_PDEATHSIG, SIGKILL)` (through ctypes), called first thing in every
+  worker and trainer, so even a SIGKILLed run leaves no worker behind.
+- A trainer runs in its own process group (so a timeout kills its children too); `record_group` writes its
+  pid, group and start time to a small JSON file in the trial folder and `end_recorded_group` kills that
+  group when the file names a group that still runs (a resumed trial first ends the previous trainer). The
+  start time guards against a reused pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import psutil
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# The C library's prctl, resolved once here (CDLL(None): this program's own symbols, no `ldconfig` run)
+# so that `die_with_parent` is safe in a `preexec_fn` between fork and exec.
+_prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask the kernel to send `sig` to this process when its parent exits (Linux; a no-op elsewhere).
+
+    If the parent is already gone (the race before the call), exit at once.
+    """
+    parent = os.getppid()
+    if _prctl is None:
+        return
+    _prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    if os.getppid() != parent or parent == 1:
+        os._exit(1)
+
+
+def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+    """Send `sig` to process group `pgid`; a group that is already gone is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def record_group(path: Path, pid: int) -> None:
+    """Write `{"host", "pid", "pgid", "started"}` of process `pid` (a group leader) to `path`, atomically."""
+    path = Path(path)
+    info = {"host": socket.gethostname(), "pid": pid, "pgid": os.getpgid(pid),
+            "started": psutil.Process(pid).create_time()}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, path)
+
+
+def end_recorded_group(path: Path, grace_s: float = 2.0) -> bool:
+    """Kill the process group recorded in `path` if its leader still runs (same pid and start time), or
+    any member of that group is left; remove the record. Returns True when something was killed.
+
+    A record written on another machine is left alone (that machine's run owns the group)."""
+    path = Path(path)
+    try:
+        info = json.loads(path.read_text())
+        pid, pgid, started = int(info["pid"]), int(info["pgid"]), float(info["started"])
+    except (OSError, ValueError, KeyError, TypeError):
+        path.unlink(missing_ok=True)
+        return False
+    if info.get("host") != socket.gethostname():
+        return False
+    members = [p for p in _group_members(pgid) if p.pid != os.getpid()]
+    leader_alive = any(p.pid == pid and abs(_create_time(p) - started) < 1e-3 for p in members)
+    # leader gone: the members left are its children unless the pid now leads someone else's group
+    ours = leader_alive or (bool(members) and not any(p.pid == pgid for p in members))
+    killed = False
+    if ours:
+        kill_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while _group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        kill_group(pgid, signal.SIGKILL)
+        killed = True
+    path.unlink(missing_ok=True)
+    return killed
+
+
+def _group_members(pgid: int) -> list[psutil.Process]:
+    members = []
+    for proc in psutil.process_iter(["pid"]):
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc)
+    return members
+
+
+def _create_time(proc: psutil.Process) -> float:
+    try:
+        return proc.create_time()
+    except psutil.Error:
+        return float("nan")
