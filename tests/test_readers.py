@@ -336,6 +336,19 @@ def test_json_array_bad_record_in_the_middle_is_found_by_element_and_byte(tmp_pa
     assert found == records[3]
 
 
+def test_json_array_with_a_byte_order_mark_counts_its_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "bom.json"
+    path.write_bytes("\ufeff[{\"id\": \"\u00e9\", \"conversations\": []}, 1]".encode())
+    rejects = Rejects(None)
+    with pytest.raises(MixAtlasError, match="empty corpus"):
+        list(read_corpus(path, rejects=rejects))
+    assert rejects.count == 2
+    with path.open(encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        elements = list(JsonArrayScanner(fh).elements())
+    raw = path.read_bytes()  # BOM (3 bytes), "[" then the first element; "\u00e9" takes 2 bytes
+    assert [(e.index, e.byte) for e in elements] == [(0, 4), (1, raw.index(b"1]"))]
+
+
 def test_json_array_invalid_utf8_element_is_rejected_alone(tmp_path: Path) -> None:
     parts = [json.dumps(good_record(i)).encode() for i in range(3)]
     parts[1] = parts[1].replace(b'"a1"', b'"a\xff1"')

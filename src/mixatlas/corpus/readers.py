@@ -308,6 +308,8 @@ class JsonArrayScanner:
 
     def elements(self) -> Iterator[JsonElement]:
         """Every element in order, decoded or with the reason it is not."""
+        if self._skip(self._WHITESPACE) and self.buf.startswith("\ufeff", self.pos):
+            self.pos += 1  # a UTF-8 byte-order mark, as Windows tools write it
         if not self._skip(self._WHITESPACE) or self.buf[self.pos] != "[":
             yield self._element(0, None, "malformed JSON: a JSON-array corpus must start with '['")
             return
