@@ -83,7 +83,8 @@ _TASK_TOKENS = (
 _PALIGEMMA = re.compile(r"^(caption|describe|ocr|detect|segment|answer|question)(\s+[a-z]{2})?\b")
 
 _DETECT = re.compile(
-    r"\bobject detection\b|\b(all|every|each)\s+(\w+\s+){0,2}?(instances?|objects?|items?|occurrences?)\b"
+    r"\bobject detection\b"
+    r"|\b(all|every|each)\s+(?!mentioned)(\w+\s+){0,2}?(instances?|objects?|items?|occurrences?)\b"
     r"|\b(categor(y|ies)|classes|class names?)\b(?=.{0,80}\b(box|boxes|bbox|coordinates?|locat\w*|positions?"
     r"|detect\w*)\b)"
     r"|\b(box|boxes|bbox|coordinates?|locat\w*|positions?|detect\w*)\b.{0,80}\b(categor(y|ies)|classes)\b"
@@ -99,7 +100,8 @@ _REFER = re.compile(
     r"|\b(location|position|region|box)\b(?=.{0,60}\b(give|provide|output|return|mark|draw|answer)\b)"
     r"|\b(give|provide|output|return|mark|draw|find|identify|show|predict|determine)\b.{0,60}"
     r"\b(location|position|region|box)\b"
-    r"|边界框|坐标|框出|定位|检测框|标出",
+    r"|\bwhich (region|area|box|part of the image)\b"
+    r"|边界框|坐标|框出|定位|检测框|标出|(指出|给出|输出)\S{0,20}位置",
     re.S,
 )
 _IMG = (r"(image|picture|photo\w*|pic|snapshot|scene|visual\w*|figure|frame|view|shot|screenshot|chart|"
@@ -118,7 +120,8 @@ _CAPTION = re.compile(
     rf"({_IMG[1:-1]}|visual (content|information|elements)|visuals)\b"
     r"|\bwhat('s| is| are|s)\s+(in|shown in|depicted in|present in|happening in|going on in|visible in|"
     rf"featured in)\s+(the|this|that|these)\s+{_IMG}\b"
-    r"|\bwhat('s| is| are)\s+(happening|going on)\b|\bwhat (do|can) you see\b|\btell (me |us )?what you see\b"
+    r"|\bwhat('s| is| are)\s+(happening|going on)\b|\bwhat (do|can) you see\b|\bwhat can be seen\b"
+    r"|\btell (me |us )?what you see\b"
     rf"|\bwhat (does|do) (the|this|these) {_IMG}s? (show|depict|illustrate|represent|portray|convey)\b"
     r"|\balt[- ]text\b"
     r"|\blist (all |every )?(of )?(the )?(objects|items|things|elements)\b(?=.{0,40}\b(in|see|visible)\b)"
@@ -130,7 +133,7 @@ _CAPTION = re.compile(
     rf"|\b(narrative|description|summary|account|depiction)\b(?:\W+\w+){{0,3}}?\W+{_IMG}\b"
     rf"|\b{_IMG} (description|caption)\s*:|\b(going on|happening) in (the|this) {_IMG}\b"
     r"|\b(transcribe|turn|transform|convert|put) (the|this) (image|picture|photo) into\b"
-    r"|描述|描绘|(介绍|概括|总结|说明|解释|讲讲|说说)\S{0,6}(图|照片|画面|内容)|(图|照片|画面)\S{0,4}(有什么|是什么内容)"
+    r"|描述|描绘|(介绍|概括|总结|说明|解释|讲讲|说说)\S{0,6}(图|照片|画面|内容)|(图|照片|画面)\S{0,4}(有什么|是什么内容)(东西)?\W?$|发生了什么"
     r"|看到了什么|标题|(图片|照片|图像|画面)\S{0,4}(展示|呈现)了?什么",
     0,
 )
@@ -147,13 +150,15 @@ _OCR = re.compile(
     r"|\bread\s+(out\s+|aloud\s+)?(the\s+|this\s+|that\s+|these\s+)?(\w+\s+)?(signs?|labels?|plates?|boards?|"
     r"screens?|notes?|banners?|posters?|menus?|receipts?|documents?|pages?|titles?|names?|numbers?|digits|"
     r"codes?|clock|meters?|displays?|captions?|headlines?|words?|it)\b"
-    r"|\bwhat\s+(is|are)\s+(written|printed|typed|inscribed|displayed|shown as text)\b"
+    r"|\bwhat('s|\s+is|\s+are)\s+(written|printed|typed|inscribed|displayed|shown as text)\b"
+    r"|\bwhat (it|this|that|they) (says?|reads?)\b"
     r"|\bwritten\s+(on|in|at|inside|across|below|above|there)\b"
-    r"|\bhandwrit\w*|\bwhat (does|do) (the|this|that|these|it|its)\b[^?]{0,40}\b(say|read)\b"
+    r"|\bhandwrit\w*|\bwhat (\w+ ){0,2}(does|do) (the|this|that|these|it|its)\b[^?]{0,40}\b(say|read)\b"
     r"|\bkey[- ]value\b|\bkey information\b|\bextract\w*\b.{0,80}\b(from|in|on) (this|the) (receipt|invoice|"
     r"form|document|id card|card|bill|ticket|page|business card|license|passport|certificate)\b"
     r"|\bextract\w*\b.{0,60}\b(fields?|entities|information|values?)\b"
-    r"|\b(convert|parse|turn|transform|render|translate)\b.{0,60}\b(markdown|html|latex|mathml|json)\b"
+    r"|\b(convert|parse|turn|transform|render|translate|extract|output|write|return)\b.{0,60}"
+    r"\b(markdown|html|latex|mathml)\b"
     r"|\b(markdown|html|latex)\b.{0,40}\b(of|for|from) (the|this) (document|page|table|formula|equation|"
     r"image|screenshot|form)\b|\bqwenvl (html|markdown)\b|\btext (recognition|spotting|detection)\b"
     r"|\b(text|words?|characters?) (in|on|of|from) (the|this) (image|picture|photo|document|page|scan|"
@@ -167,7 +172,7 @@ _TEXT_CUE = re.compile(
     r"shown|visible|displayed)\b|\bwhat (text|letters?|words?|characters?)\b|\bprinted on\b"
     r"|\b(number|word|brand) (on|of) the\b"
     r"|\b(title|author|publisher|edition) of (this|the) book\b|\bwho (wrote|is the author of) this book\b"
-    r"|\bwhat (brand|number|time|year|word)\b(?!.{0,30}\b(color|colour|animal|sport)\b)",
+    r"|\bwhat (brand|number|word)\b(?!.{0,30}\b(color|colour|animal|sport)\b)",
     0,
 )
 # Removed before reading cues: answer-format instructions and text that is part of the prompt itself.
@@ -263,11 +268,11 @@ def _classify(prompt: str, shape: tuple[int, bool, bool, bool]) -> tuple[str, st
     if task is not None:
         return task, "task-token"
     detect_verb = _DETECT_VERB.search(text)
-    if (answer_boxes or _BOX_REQUEST.search(text)) and not detect_verb and _CAPTION.search(text):
-        return "grounding", "grounded-caption"
     detect = _DETECT.search(text)
     if detect and (answer_boxes or detect_verb or _REFER.search(text)):
         return "detection", "detect-intent"
+    if (answer_boxes or _BOX_REQUEST.search(text)) and _CAPTION.search(text):
+        return "grounding", "grounded-caption"
     if has_region(prompt):
         return "grounding", "region-in-prompt"
     if answer_boxes:
