@@ -12,7 +12,7 @@ from mixatlas.errors import MixAtlasError
 
 bench_app = typer.Typer(help="Benchmark the search methods at equal budget (pool, synthetic, public runs).")
 
-METHODS_HELP = "comma-separated methods: gp-ucb, regmix, random, uniform, natural"
+METHODS_HELP = "comma-separated methods: gp-ucb, regmix, random, uniform, natural, mixing-law"
 
 
 def register(app: typer.Typer) -> None:
@@ -128,20 +128,30 @@ def bench_public(
     json_path: Path | None = typer.Option(None, "--json"),
 ) -> None:
     """The published mixture runs (mixinglaws, AutoScale) as pool problems; target valid_avg (minimize)."""
-    from mixatlas.objectives.public_runs import AVERAGE_METRIC, PUBLIC_PROBLEMS, public_pool
+    from mixatlas.objectives.public_runs import (
+        AVERAGE_METRIC,
+        MIN_POOL_ROWS,
+        public_pool,
+        public_problems,
+    )
     from mixatlas.search.benchmark import pool_problem
 
     chosen = _methods(methods)
-    names = problem_names or list(PUBLIC_PROBLEMS)
-    results = {}
+    names = problem_names or list(public_problems(data))
+    results, skipped = {}, {}
     for name in names:
         problem = pool_problem(public_pool(name, root=data), AVERAGE_METRIC, minimize=True, name=name)
+        if len(problem.space.candidates) < MIN_POOL_ROWS and not problem_names:
+            rows = len(problem.space.candidates)
+            skipped[name] = f"{rows} trained mixtures (< {MIN_POOL_ROWS}): too few to search"
+            console.print(f"{name}: skipped, {skipped[name]}")
+            continue
         budget = max(3, round(budget_fraction * len(problem.space.candidates)))
         results[name] = _run(lambda problem=problem: problem, chosen, budget, seeds, 1)
         results[name]["pool_size"] = len(problem.space.candidates)
         print_result_table(results[name])
     print_public_summary(results, chosen)
-    _write({"problems": results}, json_path)
+    _write({"problems": results, "skipped": skipped}, json_path)
 
 
 def print_public_summary(results: dict, methods: list[str]) -> None:

@@ -1,8 +1,11 @@
 """Loaders of the published mixture -> loss runs (`shared/data/public-mixture-runs`) as pool problems.
 
-- mixinglaws (Ye et al. 2024): lines `CKPT_PATH VALID_BIN_PATH LOSS`; the mixture is in the checkpoint
+- mixinglaws (Ye et al. 2024), every `<family>/<size>.txt` (5Mix, RedPajama, 3Mix, 2Mix and the
+  continual-training `ct` runs, whose validation sets include non-Pile ones such as starcoder.python):
+  lines `CKPT_PATH VALID_BIN_PATH LOSS`; the mixture is in the checkpoint
   folder `<size>_<id>-p1-...-pn` (domain order undocumented: domains are named d1..dn), the step is the
-  last path component, the validation domain is `pythia-pile.valid.<Domain>.bin`. Run ids > 900 are the
+  last path component, the validation domain is `pythia-pile.valid.<Domain>.bin` (or `<name>.bin`);
+  lines of checkpoints that are not mixtures (a base model) are skipped. Run ids > 900 are the
   authors' predicted/baseline runs and are excluded. Repeated lines are averaged.
 - autoscale (Kang et al. 2024): 15 perturbations of the uniform 7-domain RedPajama mixture (one domain
   cut to 1/5x or raised to 3x, then renormalized) with per-domain perplexities.
@@ -25,20 +28,25 @@ from mixatlas.objectives.pool import PoolProblem
 
 _REPO = Path(__file__).resolve().parents[3]
 _DATA = Path("shared") / "data" / "public-mixture-runs"
-FAMILIES = ("5Mix", "RedPajama", "3Mix", "2Mix")
 AVERAGE_METRIC = "valid_avg"
+MIN_POOL_ROWS = 10  # smaller tables are listed by the benchmark but too small for a pool search
 _RUN = re.compile(r"^(?:.*_)?(\d+)-([0-9.]+(?:-[0-9.]+)+)$")
-_DOMAIN = re.compile(r"^pythia-pile\.valid\.(.+)\.bin$")
+_DOMAIN = re.compile(r"^(?:pythia-pile\.valid\.)?(.+)\.bin$")
 
-# Public pool problems of the benchmark: name -> (loader kwargs); every one has >= 15 trained mixtures.
-PUBLIC_PROBLEMS: dict[str, dict] = {
-    **{f"5mix-{size}": {"family": "5Mix", "size": size} for size in ("70M", "160M", "305M", "410M")},
-    **{
-        f"redpajama-{size}": {"family": "RedPajama", "size": size} for size in ("70M", "160M", "305M", "410M")
-    },
-    "3mix-410M": {"family": "3Mix", "size": "410M"},
-    "autoscale": {"family": "autoscale"},
-}
+
+def public_problems(root: Path | None = None) -> dict[str, dict]:
+    """Every public table under the data folder: name -> loader kwargs. Each mixinglaws
+    `<family>/<size>.txt` is "<family lowercased>-<size>" (e.g. "5mix-70M"); AutoScale is "autoscale".
+    Tables dropped into the folder in the same formats are found too."""
+    base = root or default_root()
+    found: dict[str, dict] = {}
+    for folder in sorted(p for p in (base / "mixinglaws").glob("*") if p.is_dir()):
+        for table in sorted(folder.glob("*.txt"), key=lambda t: _size_number(t.stem)):
+            if table.stem != "proportions":
+                found[f"{folder.name.lower()}-{table.stem}"] = {"family": folder.name, "size": table.stem}
+    if (base / "autoscale" / "ddo_gpt2large_ppl_matrix.csv").exists():
+        found["autoscale"] = {"family": "autoscale"}
+    return found
 
 
 def default_root() -> Path:
@@ -90,8 +98,6 @@ def mixinglaws_pool(family: str, size: str, step: str | None = None, root: Path 
     `step` None: the final step, i.e. the largest step reached by the most design runs (some runs were
     continued further than the others). Metrics: one loss per validation domain and `valid_avg`.
     """
-    if family not in FAMILIES:
-        raise MixAtlasError(f"mixinglaws family {family!r} unknown; choose one of {', '.join(FAMILIES)}")
     path = (root or default_root()) / "mixinglaws" / family / f"{size}.txt"
     if not path.exists():
         raise MixAtlasError(f"{path}: no such results file (sizes: {_sizes(path.parent)})")
@@ -158,10 +164,11 @@ def autoscale_pool(root: Path | None = None) -> PoolProblem:
 
 
 def public_pool(name: str, root: Path | None = None) -> PoolProblem:
-    """One of `PUBLIC_PROBLEMS` by name (e.g. "5mix-70M", "autoscale")."""
-    if name not in PUBLIC_PROBLEMS:
-        raise MixAtlasError(f"public problem {name!r} unknown; choose from {', '.join(PUBLIC_PROBLEMS)}")
-    spec = PUBLIC_PROBLEMS[name]
+    """One of `public_problems()` by name (e.g. "5mix-70M", "autoscale")."""
+    problems = public_problems(root)
+    if name not in problems:
+        raise MixAtlasError(f"public problem {name!r} unknown; choose from {', '.join(problems)}")
+    spec = problems[name]
     if spec["family"] == "autoscale":
         return autoscale_pool(root)
     return mixinglaws_pool(spec["family"], spec["size"], root=root)
@@ -177,6 +184,15 @@ def _weighted_average(losses_cd: np.ndarray, domains: list[str], weight_file: Pa
     if weights.sum() <= 0:
         weights = np.ones(len(domains))
     return losses_cd @ (weights / weights.sum())
+
+
+def _size_number(size: str) -> float:
+    """70M -> 7e7, 1B -> 1e9 (sort key; unknown suffixes last)."""
+    scale = {"K": 1e3, "M": 1e6, "B": 1e9}.get(size[-1:].upper())
+    try:
+        return float(size[:-1]) * scale if scale else float("inf")
+    except ValueError:
+        return float("inf")
 
 
 def _step_number(step: str) -> float:

@@ -9,7 +9,10 @@ first. Scores are those of each method's *recommended* mixture, measured without
     synthetic: a large flat-Dirichlet sample of the feasible set).
 95% confidence intervals are Student-t intervals over seeds (mean +- t_{0.975, S-1} sd / sqrt(S)); the
 percentile interval is clipped to [0, 100].
-`best_so_far[i]`: mean regret of the truly best mixture evaluated after i + 1 evaluations.
+`best_so_far[i]`: mean regret of the truly best mixture evaluated after i + 1 evaluations;
+`best_evaluated_regret_mean` its final value (the best recommendation any rule could make from the trials).
+For gp-ucb, `rules` scores each recommendation rule ("lcb", "mean": the posterior-mean maximizer,
+"observed": the best observed trial) on the same trials: regret and percentile, (mean, lo, hi) over seeds.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Objective, Target, TrialContext
 from mixatlas.search.base import History
+from mixatlas.search.gp_ucb import RULES
 from mixatlas.search.methods import make_optimizer
 from mixatlas.space import MixtureSpace
 
@@ -133,12 +137,20 @@ def simulate(
     recommendation = optimizer.recommend(history)
     if not space.is_feasible(recommendation.params):
         raise RuntimeError(f"{method} recommended an infeasible mixture")
-    return {
+    out = {
         "regret": float(problem.regret(recommendation.params)[0]),
         "percentile": problem.percentile(recommendation.params),
         "best_so_far": curve,
         "seconds": time.perf_counter() - start,
+        "best_evaluated_regret": curve[-1],
     }
+    if hasattr(optimizer, "recommend_by"):  # rules compared on the same trials (gp-ucb)
+        picks = {rule: optimizer.recommend_by(history, rule).params for rule in RULES}
+        out["rules"] = {
+            rule: {"regret": float(problem.regret(p)[0]), "percentile": problem.percentile(p)}
+            for rule, p in picks.items()
+        }
+    return out
 
 
 def t_interval(values: list[float]) -> tuple[float, float, float]:
@@ -194,7 +206,16 @@ def run_benchmark(
             "best_so_far": np.mean([r["best_so_far"] for r in runs], axis=0).tolist(),
             "regret_per_seed": [r["regret"] for r in runs],
             "seconds_per_run": float(np.mean([r["seconds"] for r in runs])),
+            "best_evaluated_regret_mean": float(np.mean([r["best_evaluated_regret"] for r in runs])),
         }
+        if "rules" in runs[0]:
+            out["methods"][method]["rules"] = {
+                rule: {
+                    key: list(t_interval([r["rules"][rule][key] for r in runs]))
+                    for key in ("regret", "percentile")
+                }
+                for rule in runs[0]["rules"]
+            }
     return out
 
 
@@ -215,9 +236,9 @@ def measure_overhead(
     history = History(space, params, utility, np.empty((0, space.dim)), n_done + 50, seed)
     out: dict = {"n_done": n_done, "dim": space.dim, "methods": {}}
     for method in methods:
-        optimizer = make_optimizer(method)
         timings = {}
         for n in batch_sizes:
+            optimizer = make_optimizer(method)  # fresh: every timing includes fitting the surrogate
             start, cpu = time.perf_counter(), time.process_time()
             proposals = optimizer.ask(history, n)
             timings[f"ask_n{n}_s"] = time.perf_counter() - start

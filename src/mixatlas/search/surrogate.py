@@ -46,6 +46,7 @@ VARIANTS = ("gp", "gp-noisy", "law+gp", "additive")
 DEFAULT_VARIANTS = ("gp", "gp-noisy", "law+gp")  # "additive" costs one kernel per dimension: opt in
 NOISE_PRIOR = (-3.0, 1.5)  # LogNormal(loc, scale) of the noise variance in standardized units
 NOISY_PRIOR = (-1.0, 0.75)  # the "gp-noisy" variant: noise ~ 1/3 of the variance (noise dominates)
+LENGTHSCALE_FLOOR = 1.0  # lengthscales >= this x the design resolution (no wiggles between trials)
 HETERO_MIN_GROUPS = 3
 HETERO_MIN_DOF = 6.0
 
@@ -304,7 +305,6 @@ def _fit_variant(
     """One variant; `pooled` (mean, sd) of the replicates' log noise variance sets the noise prior."""
     import torch
     from botorch.models import SingleTaskGP
-    from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
     from gpytorch.constraints import GreaterThan
     from gpytorch.kernels import AdditiveKernel, RBFKernel, ScaleKernel
     from gpytorch.likelihoods import GaussianLikelihood
@@ -318,12 +318,13 @@ def _fit_variant(
     y_sd = y_sd or 1.0
     x = torch.as_tensor(features(params_nd))
     y = torch.as_tensor((resid - y_mean) / y_sd).unsqueeze(-1)
-    covar = None
+    floor = LENGTHSCALE_FLOOR * design_resolution(params_nd)
+    covar = _rbf(d, floor)
     if variant == "law+gp":
-        covar = ScaleKernel(get_covar_module_with_dim_scaled_prior(d), outputscale_prior=GammaPrior(2.0, 4.0))
+        covar = ScaleKernel(covar, outputscale_prior=GammaPrior(2.0, 4.0))
     elif variant == "additive":
         parts = [RBFKernel(active_dims=[i]) for i in range(d)]
-        covar = ScaleKernel(AdditiveKernel(*parts)) + ScaleKernel(get_covar_module_with_dim_scaled_prior(d))
+        covar = ScaleKernel(AdditiveKernel(*parts)) + ScaleKernel(covar)
     kwargs = {}
     if noise is not None:
         kwargs["train_Yvar"] = torch.as_tensor(noise.variance(params_nd) / y_sd**2).unsqueeze(-1)
@@ -338,6 +339,32 @@ def _fit_variant(
     _fit(model)
     model.eval()
     return Surrogate(model=model, y_mean=y_mean, y_sd=y_sd, law=law, noise=noise, variant=variant)
+
+
+def design_resolution(params_nd: np.ndarray) -> float:
+    """Median distance (GP input space) from each distinct evaluated mixture to its nearest other one:
+    the finest scale the trials can resolve."""
+    x = features(np.unique(np.round(np.atleast_2d(params_nd), 12), axis=0))
+    if len(x) < 2:
+        return 0.0
+    dist = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    np.fill_diagonal(dist, np.inf)
+    return float(np.median(dist.min(axis=1)))
+
+
+def _rbf(d: int, floor: float) -> object:
+    """BoTorch's dimension-scaled ARD RBF kernel (Hvarfner et al. 2024 lengthscale prior), with the
+    lengthscales bounded below by `floor` (at least BoTorch's 0.025)."""
+    from gpytorch.constraints import GreaterThan
+    from gpytorch.kernels import RBFKernel
+    from gpytorch.priors import LogNormalPrior
+
+    prior = LogNormalPrior(loc=np.sqrt(2) + 0.5 * np.log(d), scale=np.sqrt(3))
+    return RBFKernel(
+        ard_num_dims=d,
+        lengthscale_prior=prior,
+        lengthscale_constraint=GreaterThan(max(floor, 0.025), transform=None, initial_value=prior.mode),
+    )
 
 
 def _fit(model: object) -> None:
