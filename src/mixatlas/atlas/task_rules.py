@@ -1,31 +1,36 @@
 """Rules that type one (prompt, answer) turn from its wording and its answer's structure.
 
 `classify_turn` returns `(task, rule)`: the task and the name of the rule that decided it. The rules run
-in this order; the first that fires decides (docs/task-typing.md has the full table and examples):
+in this order; the first that fires decides (docs/task-typing.md has the table with examples):
 
  1. `task-token`: a model's task prompt (Florence-2 `<OD>`, `<OCR>`, `<CAPTION>`..., MiniGPT-v2
-    `[refer]`/`[detection]`..., Kosmos-2 `<grounding>`, PaliGemma `caption`/`ocr`/`detect`/`segment`).
+    `[refer]`/`[detection]`, Kosmos-2 `<grounding>`, Qwen-VL `<ref>`, PaliGemma `caption en`/`ocr`/
+    `detect cat ; dog`/`segment ...`).
  2. `detect-intent`: category-level, all-instance wording ("detect all instances of", "locate every
-    instance of these categories", "检测图中所有...") -> detection, with or without boxes in the answer.
- 3. `region-in-prompt`: a box, point, polygon or region token in the prompt -> grounding (region
-    captioning, region questions); `box-in-answer` / `point-in-answer`: boxes or points in the answer ->
-    grounding, or detection when they carry repeated category labels (`repeated-labels`) or many boxes
-    answer a prompt that names no referred object (`many-boxes`); `grounded-caption`: a describe prompt
-    whose answer boxes its phrases -> grounding. `ocr-with-regions`: an OCR prompt answered with boxes.
- 4. `locate-intent`: a request to locate / box a referred object without a box in the answer -> grounding.
- 5. `multiple-choice`: options (A. B. C. / "Answer with the option's letter") -> VQA.
- 6. `ocr-intent`: reading requests (OCR, transcribe, recognize the words, what is written, key-value
-    extraction, convert the page to markdown/HTML/LaTeX, Chinese 识别文字...) -> OCR.
- 7. `caption-intent`: image-level description requests (describe/caption/summarize the image, analyze
+    instance of these categories", "检测图中所有...") with a box request, boxes in the answer or a detect
+    verb -> detection, with or without boxes in the answer.
+ 3. `grounded-caption`: a describe request whose answer boxes its phrases (or asks for coordinates).
+ 4. `region-in-prompt`: a box, point, polygon or region token in the prompt -> grounding (region
+    captioning, region questions).
+ 5. Boxes in the answer: `ocr-with-regions` (a reading prompt), `repeated-labels` (two boxes with one
+    category label) and `many-boxes` (3+ boxes, no referred object) -> detection; else `box-in-answer`
+    -> grounding (one or several referred objects). `point-in-answer`: points or region tokens.
+ 6. `detect-intent` again for a detect verb with no question ("Detect the cars.").
+ 7. `multiple-choice`: options (A. B. C. / "Answer with the option's letter") -> VQA.
+ 8. `locate-intent`: asks for the box / coordinates / location of a referred object -> grounding.
+ 9. `ocr-intent`: reading requests (OCR, transcribe, recognize the words, what is written, key-value
+    extraction, convert the page to markdown/HTML/LaTeX, 识别文字...) -> OCR.
+10. `caption-intent`: image-level description requests (describe/caption/summarize the image, analyze
     the image in detail, what's in the picture, 描述这张图片...) -> captioning.
- 8. `ocr-tokens`: a TextVQA-style "Reference OCR token" hint -> OCR.
- 9. `text-cue`: weaker reading cues (text/letters/words on the sign, title of this book) -> OCR.
-10. `question` (a question to answer) -> VQA; `long-answer` (no question, a long free answer) ->
-    captioning; `default` -> VQA.
+11. `ocr-tokens`: a TextVQA-style "Reference OCR token" hint -> OCR.
+12. `text-cue`: weaker reading cues (text on the sign, title of this book) -> OCR.
+13. `question` (a question) -> VQA; `long-answer` (no question, a 40+ word answer) -> captioning;
+    `default` -> VQA.
 
-Text that is not the image's text never counts as a reading cue: a passage in the prompt ("read the
-passage", "the following text") and answer-format phrases ("without any additional text", "answer with a
-single word") are removed before the cues are matched.
+Text that is not the image's text is no reading cue: a passage in the prompt ("read the passage", "the
+following text", 以下文本) and answer-format phrases ("without any additional text", "answer with a single
+word", 用文字回答) are removed before the OCR cues are matched. Prompts are matched in lower case; the
+decision for a (prompt, answer shape) pair is cached, since corpora repeat prompt templates.
 """
 
 from __future__ import annotations
