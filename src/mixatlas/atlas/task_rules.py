@@ -127,7 +127,8 @@ _CAPTION = re.compile(
     rf"featured in)\s+(the|this|that|these)\s+{_IMG}\b"
     r"|\bwhat('s| is| are)\s+(happening|going on)\b|\bwhat (do|can) you see\b|\bwhat can be seen\b"
     r"|\btell (me |us )?what you see\b"
-    rf"|\bwhat (does|do) (the|this|these) {_IMG}s? (show|depict|illustrate|represent|portray|convey)\b"
+    rf"|\bwhat (does|do) (the|this|these) {_IMG}s? "
+    r"(show|depict|describe|illustrate|represent|portray|convey)\b"
     r"|\balt[- ]text\b"
     r"|\blist (all |every )?(of )?(the )?(objects|items|things|elements)\b(?=.{0,40}\b(in|see|visible)\b)"
     rf"|\bwhat is (this|the) {_IMG} (about|showing|of)\b"
@@ -276,7 +277,7 @@ def _classify(prompt: str, shape: tuple[int, bool, bool, bool]) -> tuple[str, st
     detect = _DETECT.search(text)
     if detect and (answer_boxes or detect_verb or _REFER.search(text)):
         return "detection", "detect-intent"
-    if (answer_boxes or _BOX_REQUEST.search(text)) and _CAPTION.search(text):
+    if (answer_boxes or _BOX_REQUEST.search(text)) and _CAPTION.search(text) and not _OCR.search(text):
         return "grounding", "grounded-caption"
     if has_region(prompt):
         return "grounding", "region-in-prompt"
