@@ -145,19 +145,32 @@ def _worker_main(conn: Connection, env: dict[str, str], fn: Callable[..., Any], 
 
 @dataclass(eq=False)
 class _LocalCall:
-    """One call's worker process and the pipe its result comes back through."""
+    """One call: queued until a slot is free, then its worker process and the pipe its result comes on."""
 
-    process: Any
-    conn: Connection
+    fn: Callable[..., Any]
+    args: tuple
+    process: Any = None
+    conn: Connection | None = None
     message: tuple[str, Any] | None = None
+    gpus: str | None = None  # CUDA_VISIBLE_DEVICES of the running call (a slot of `gpu_slots`)
 
     @property
-    def finished(self) -> bool:
-        return self.message is not None
+    def running(self) -> bool:
+        return self.process is not None and self.message is None
+
+    def start(self, context: Any, name: str, gpus: str | None) -> None:
+        env = dict(os.environ)
+        if gpus is not None:
+            env["CUDA_VISIBLE_DEVICES"] = self.gpus = gpus
+        receive, send = context.Pipe(duplex=False)
+        self.process = context.Process(target=_worker_main, args=(send, env, self.fn, self.args), name=name)
+        self.process.start()
+        send.close()
+        self.conn = receive
 
     def collect(self) -> None:
         """Read the result if it arrived, or note the worker's death (call when pipe or process is ready)."""
-        if self.message is not None:
+        if not self.running:
             return
         try:
             if self.conn.poll():
@@ -172,20 +185,13 @@ class _LocalCall:
             self.process.join()
 
     def kill(self) -> None:
-        if self.process.is_alive():
+        if self.running:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid, signal.SIGKILL)
-        self.process.join()
+            self.process.join()
+            self.conn.close()
         if self.message is None:
             self.message = ("error", WorkerLost("its worker process was killed (cancelled)"))
-            self.conn.close()
-
-
-def _exit_reason(process: Any) -> str:
-    code = process.exitcode
-    if code is not None and code < 0:
-        return f"killed by {signal.Signals(-code).name}"
-    return f"exit code {code}"
 
 
 def visible_gpus() -> list[str]:
@@ -215,14 +221,21 @@ def gpu_slots(parallel: int, gpus_per_trial: float, visible: Sequence[str]) -> l
     return [",".join(visible[i * per : (i + 1) * per]) for i in range(parallel)]
 
 
+def _exit_reason(process: Any) -> str:
+    code = process.exitcode
+    if code is not None and code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
 class LocalExecutor(Executor):
-    """One fresh worker process per call on this machine (forkserver start, so a start costs milliseconds).
+    """A fresh worker process per call on this machine (forkserver start: milliseconds), `parallel` at once;
+    later calls wait in a queue.
 
     Each worker dies with the run (`PR_SET_PDEATHSIG`), ignores the terminal's Ctrl-C (the run decides when
     its calls stop) and runs only its own call: killing a stuck one (`cancel`) never touches another, and the
-    next call starts in a fresh process. The caller keeps at most `parallel` calls in flight. With
-    `gpus_per_trial` g >= 1 each call runs pinned to g GPUs no other running call has (its
-    CUDA_VISIBLE_DEVICES is a free slot of `gpu_slots`).
+    next call starts in a fresh process. With `gpus_per_trial` g >= 1 each call runs pinned to g GPUs no
+    other running call has (its CUDA_VISIBLE_DEVICES is a free slot of `gpu_slots`).
     """
 
     kind = "local"
@@ -231,72 +244,67 @@ class LocalExecutor(Executor):
         super().__init__()
         self._parallel = parallel
         self._gpu_slots = gpu_slots(parallel, gpus_per_trial, visible_gpus()) if gpus_per_trial else []
-        self._slot_of: dict[int, str] = {}  # key of a call -> its CUDA_VISIBLE_DEVICES
         self._context = multiprocessing.get_context("forkserver")
-        self._calls: dict[int, _LocalCall] = {}
+        self._calls: dict[int, _LocalCall] = {}  # submitted and not yet collected, in submission order
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Handle:
         if not self._calls:  # preload the called module in the fork server (no effect once it runs)
             self._context.set_forkserver_preload([fn.__module__])
         key = next(self._keys)
-        env = dict(os.environ)
-        if self._gpu_slots:
-            env["CUDA_VISIBLE_DEVICES"] = self._slot_of[key] = self._free_slot()
-        receive, send = self._context.Pipe(duplex=False)
-        process = self._context.Process(
-            target=_worker_main, args=(send, env, fn, args), name=f"mixatlas-call-{key}"
-        )
-        process.start()
-        send.close()
-        call = _LocalCall(process, receive)
+        call = _LocalCall(fn, args)
         self._calls[key] = call
+        self._start_queued()
         return Handle(key, call)
 
-    def _free_slot(self) -> str:
-        """A GPU slot that no unfinished call holds (the caller keeps at most `parallel` in flight)."""
-        held = set()
-        for key, slot in self._slot_of.items():
-            call = self._calls.get(key)
-            if call is not None:
-                call.collect()  # notices a call that has just ended
-                if not call.finished:
-                    held.add(slot)
-        free = [slot for slot in self._gpu_slots if slot not in held]
-        if not free:
-            raise MixAtlasError(f"all {len(self._gpu_slots)} GPU slots are busy (at most --parallel calls)")
-        return free[0]
-
     def wait(self, handles: Sequence[Handle], timeout: float | None) -> list[Handle]:
-        done = [h for h in handles if h.ref.finished]
-        if not done:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._start_queued()
+            done = [h for h in handles if h.ref.message is not None]
+            left = None if deadline is None else deadline - time.monotonic()
+            if done or (left is not None and left <= 0):
+                return done
             waiting = {}
-            for h in handles:
-                waiting[h.ref.conn] = h
-                waiting[h.ref.process.sentinel] = h
-            for ready in wait_ready(list(waiting), timeout):
-                waiting[ready].ref.collect()
-            done = [h for h in handles if h.ref.finished]
-        return done
+            for call in self._calls.values():
+                if call.running:
+                    waiting[call.conn] = call
+                    waiting[call.process.sentinel] = call
+            if not waiting:
+                return done
+            ready = wait_ready(list(waiting), left)
+            for obj in ready:
+                waiting[obj].collect()
+            if not ready:
+                return [h for h in handles if h.ref.message is not None]
 
     def result(self, handle: Handle) -> Any:
-        call: _LocalCall = handle.ref
-        while not call.finished:
-            wait_ready([call.conn, call.process.sentinel], None)
-            call.collect()
+        while handle.ref.message is None:
+            self.wait([handle], None)
         self._calls.pop(handle.key, None)
-        self._slot_of.pop(handle.key, None)
-        status, value = call.message
+        status, value = handle.ref.message
         if status == "error":
             raise value
         return value
 
     def cancel(self, handle: Handle) -> None:
         handle.ref.kill()
+        self._calls.pop(handle.key, None)
 
     def shutdown(self) -> None:
         for call in self._calls.values():
             call.kill()
         self._calls.clear()
+
+    def _start_queued(self) -> None:
+        running = [call for call in self._calls.values() if call.running]
+        for key, call in self._calls.items():
+            if len(running) >= self._parallel:
+                return
+            if call.process is None and call.message is None:
+                used = {other.gpus for other in running}
+                gpus = next((slot for slot in self._gpu_slots if slot not in used), None)
+                call.start(self._context, f"mixatlas-call-{key}", gpus)
+                running.append(call)
 
 
 # -- ray ------------------------------------------------------------------------------------------------
