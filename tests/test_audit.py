@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mixatlas.atlas import Atlas, build_atlas
-from mixatlas.atlas.audit import audit_atlas, export_map
+from mixatlas.atlas.audit import audit_atlas, export_map, summary
 from mixatlas.atlas.tasks import TaskTyper
 from mixatlas.cli import app
 from mixatlas.corpus.readers import read_corpus
@@ -77,6 +77,9 @@ def test_audit_counts_rules_mixed_and_low_confidence(atlas: Atlas) -> None:
     assert set(report.tasks["vqa"].examples["question"]) <= {"Is it raining?", "What color is the car?"}
     assert len(report.tasks["vqa"].examples["question"]) == 3  # at most min(n, 3) per rule
     assert dict(report.sources["webscrape"]) == {"ocr": 7, "vqa": 1}
+    rows = {row["task"]: row for row in summary(report)}  # the HTML report's table
+    assert rows["vqa"] == {"task": "vqa", "samples": 5, "share": 5 / 18, "rules": "question 4, default 1",
+                           "mixed": 1, "low_confidence": 1}
 
 
 def test_audit_cli_json_and_table(atlas: Atlas) -> None:

@@ -207,3 +207,13 @@ def export_map(report: AuditReport, path: Path | str, min_share: float = DEFAULT
         lines.append("shipped: false  # the atlas was typed without the known-corpus map")
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return mapped
+
+
+def summary(report: AuditReport, top: int = 3) -> list[dict]:
+    """One row per task for reports: samples, share, the `top` deciding rules with counts, mixed and
+    low-confidence counts."""
+    total = max(report.n_samples, 1)
+    return [{"task": task, "samples": audit.n, "share": audit.n / total,
+             "rules": ", ".join(f"{rule} {count}" for rule, count in audit.rules.most_common(top)),
+             "mixed": audit.mixed, "low_confidence": audit.low_confidence}
+            for task, audit in report.tasks.items()]
