@@ -81,6 +81,25 @@ def test_row9_image_paths_outside_the_corpus_root_are_rejected(tmp_path: Path) -
     assert not any("secret" in ref for ref in atlas.table(["image"]).column("image").to_pylist())
 
 
+def test_row9_symbolic_links_out_of_the_root_are_rejected(tmp_path: Path) -> None:
+    corpus, outside = tmp_path / "corpus", tmp_path / "outside"
+    (corpus / "imgs").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(png((1, 2, 3)))
+    (corpus / "imgs" / "ok.png").write_bytes(png((9, 9, 9)))
+    (corpus / "imgs" / "link.png").symlink_to(outside / "secret.png")
+    (corpus / "linked").symlink_to(outside)
+    (corpus / "imgs" / "inner.png").symlink_to(corpus / "imgs" / "ok.png")  # a link inside the root is fine
+    images = ["imgs/ok.png", "imgs/link.png", "linked/secret.png", "imgs/inner.png"]
+    lines = [json.dumps({"id": f"r{i}", "image": p, "conversations": conv()}) for i, p in enumerate(images)]
+    (corpus / "c.jsonl").write_text("\n".join(lines) + "\n")
+    with Rejects(tmp_path / "rejects.jsonl") as rejects:
+        assert [s.id for s in read_corpus(corpus / "c.jsonl", rejects=rejects)] == ["r0", "r3"]
+    entries = rejects_of(tmp_path / "rejects.jsonl")
+    assert [e["where"] for e in entries] == [2, 3]
+    assert all(f"is a link to {outside / 'secret.png'}" in e["reason"] for e in entries)
+
+
 # -- row 10: YAML alias bombs ------------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from mixatlas.errors import MixAtlasError
 
 _ROLE_TO_SPEAKER = {"human": HUMAN, "user": HUMAN, "gpt": GPT, "assistant": GPT, "model": GPT, "bot": GPT}
 _RECORD_FIELDS = {"id", "image", "conversations", "messages", "task", "meta"}
+_OUTSIDE_FIX = "move the image into that folder, or pass --allow-outside-root if the corpus is trusted"
 
 
 def normalize_conversations(value: Any) -> list[dict]:
@@ -58,6 +60,20 @@ def inside(path: str, root: str) -> bool:
     return path == root or path.startswith(prefix)
 
 
+@lru_cache(maxsize=1 << 16)
+def _real_folder(folder: str) -> str:
+    return os.path.realpath(folder)
+
+
+def real_location(path: str) -> str:
+    """Where `path` really is: the link target when the file is a symbolic link (one `lstat`), else its
+    name in its folder's real path (resolved once per folder)."""
+    if os.path.islink(path):
+        return os.path.realpath(path)
+    folder, name = os.path.split(path)
+    return os.path.join(_real_folder(folder), name)
+
+
 class RecordParser:
     """Turns the raw records of one corpus file into `Sample`s, or rejects them.
 
@@ -86,6 +102,7 @@ class RecordParser:
         self.default_source = default_source
         self.source_field = source_field
         self.image_root = os.path.abspath(image_root if image_root is not None else file.parent)
+        self.real_root = os.path.realpath(self.image_root)
         self.allow_outside_root = allow_outside_root
         self.rejects = rejects
         self.seen_ids = seen_ids if seen_ids is not None else set()
@@ -108,13 +125,18 @@ class RecordParser:
             return None
         if not isinstance(value, str) or not value:
             raise ValueError(f"bad image field: expected a path string, got {type(value).__name__}")
-        # String operations only: a `Path.resolve()` per record costs more than the rest of the parse.
+        # A `Path.resolve()` per record costs more than the rest of the parse: the path is normalized as a
+        # string, and symbolic links are followed with one lstat plus a per-folder cache.
         path = os.path.normpath(os.path.join(self.image_root, value))
-        if not self.allow_outside_root and not inside(path, self.image_root):
-            raise ValueError(
-                f"image outside the corpus root: '{value}' is not under {self.image_root}; move the image "
-                "into that folder, or pass --allow-outside-root if the corpus is trusted"
-            )
+        if self.allow_outside_root:
+            return path
+        if not inside(path, self.image_root):
+            raise ValueError(f"image outside the corpus root: '{value}' is not under {self.image_root}; "
+                             f"{_OUTSIDE_FIX}")
+        real = real_location(path)
+        if not inside(real, self.real_root):
+            raise ValueError(f"image outside the corpus root: '{value}' is a link to {real}, not under "
+                             f"{self.real_root}; {_OUTSIDE_FIX}")
         return path
 
     def json_sample(self, record: Any, where: int | str, offset: int) -> Sample | None:
