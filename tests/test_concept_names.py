@@ -1,5 +1,5 @@
-"""Concept names (issue 13): `c0..c{k-1}` by default, set by hand with `mixatlas atlas name`, and carried
-into `atlas show`, a new study's recipe, the materialized manifest and the report."""
+"""Issue 13's CLI features: concept names (`c0..c{k-1}` by default, set by hand with `mixatlas atlas name`,
+carried into `atlas show`, a new study's recipe, the materialized manifest and the report) and `--version`."""
 
 from __future__ import annotations
 
@@ -82,3 +82,10 @@ def test_renamed_concepts_reach_recipe_manifest_and_report(named_atlas: Path, tm
     index = build_report([path], tmp_path / "report", atlas=atlas.dir, recipe=tmp_path / "recipe.yaml")
     html = index.read_text()
     assert all(name.replace("&", "&amp;") in html for name in NAMES)
+
+
+def test_version_comes_from_the_package_metadata() -> None:
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"mixatlas {version('mixatlas')}"
