@@ -174,8 +174,10 @@ def _task_rules(spec: str) -> str:
 
 def _embed_into(out: Path, inputs: _Inputs, embedder: Embedder, task_rules: str, strict: bool,
                 batch_size: int, workers: int, show: bool, shard_size: int, allow_outside_root: bool,
-                max_pixels: int) -> tuple[EmbeddingCache, dict]:
-    """Run (or resume) the embedding pass into OUT/embeddings; returns (cache, reject counts by reason)."""
+                max_pixels: int, ray: dict | None = None) -> tuple[EmbeddingCache, dict]:
+    """Run (or resume) the embedding pass into OUT/embeddings; returns (cache, reject counts by reason).
+
+    `ray` (keyword arguments of `distributed.embed_corpus_ray`) runs the pass on Ray Data instead."""
     from mixatlas.atlas.tasks import TaskTyper
     from mixatlas.corpus import Rejects
 
@@ -185,9 +187,16 @@ def _embed_into(out: Path, inputs: _Inputs, embedder: Embedder, task_rules: str,
            "allow_outside_root": allow_outside_root, "max_pixels": max_pixels}
     cache = EmbeddingCache(out / "embeddings", key)
     with Rejects(out / "rejects.jsonl", strict) as rejects:
-        n_read = embed_corpus(inputs.corpus, inputs.fmt, inputs.source_field, cache, embedder, typer,
-                               rejects, batch_size, workers, show, allow_outside_root=allow_outside_root,
-                               max_pixels=max_pixels)
+        if ray is None:
+            n_read = embed_corpus(inputs.corpus, inputs.fmt, inputs.source_field, cache, embedder, typer,
+                                  rejects, batch_size, workers, show, allow_outside_root=allow_outside_root,
+                                  max_pixels=max_pixels)
+        else:
+            from mixatlas.atlas.distributed import embed_corpus_ray
+
+            n_read = embed_corpus_ray(inputs.corpus, inputs.fmt, inputs.source_field, cache, embedder, typer,
+                                      rejects, batch_size, show, allow_outside_root=allow_outside_root,
+                                      max_pixels=max_pixels, **ray)
     if not cache.done_indices() or sum(cache.size(index) for index in cache.done_indices()) == 0:
         raise MixAtlasError(f"{inputs.corpus}: no usable samples ({n_read} read, {rejects.count} rejected, "
                             f"see {out / 'rejects.jsonl'}); check --format and the image paths")
@@ -234,25 +243,30 @@ def build_atlas(corpus: Path | str, out: Path | str, *, embedder: str = "pixels"
                 strict: bool = False, seed: int = 0, batch_size: int = 256, workers: int = 2,
                 progress: bool = True, concept_prompts: Sequence[str] | None = None,
                 shard_size: int = SHARD_SIZE, allow_outside_root: bool = False,
-                max_pixels: int = DEFAULT_MAX_PIXELS) -> Atlas:
+                max_pixels: int = DEFAULT_MAX_PIXELS, executor: str = "local", ray_address: str | None = None,
+                gpus: int = 0) -> Atlas:
     """Decompose `corpus` into an atlas at `out`: embed (resumable), cluster into k concepts, type tasks.
 
     `k` is an int or "auto" (silhouette over 2..16); `concept_prompts` overrides the zero-shot concept
     list of CLIP embedders. Rejected inputs go to OUT/rejects.jsonl (`strict` stops at the first).
     Embeddings are cached in OUT/embeddings in shards of `shard_size` samples; a re-run reuses them.
     Image paths must stay in the corpus root unless `allow_outside_root`; images of more than
-    `max_pixels` pixels are rejected from their header, before decoding.
+    `max_pixels` pixels are rejected from their header, before decoding. `executor="ray"` embeds on Ray
+    Data (`ray_address` or a local Ray of `workers` CPUs; `gpus` GPU actors, 0 = two CPU actors).
     """
     from mixatlas.corpus.sample import TASKS
 
     if k != "auto" and (not isinstance(k, int) or k < 1):
         raise MixAtlasError(f"--k {k}: pass a positive integer or 'auto'")
+    if executor not in ("local", "ray"):
+        raise MixAtlasError(f"--executor {executor}: choose local or ray")
+    ray = {"address": ray_address, "gpus": gpus, "cpus": max(2, workers)} if executor == "ray" else None
     inputs = _resolve_inputs(corpus, fmt, source_field)
     model = make_embedder(embedder)
     folder = _start_output(out)
     task_rules = _task_rules(tasks)
     cache, rejects = _embed_into(folder, inputs, model, task_rules, strict, batch_size, workers, progress,
-                                 shard_size, allow_outside_root, max_pixels)
+                                 shard_size, allow_outside_root, max_pixels, ray=ray)
     with progress_bar(progress, "clustering", total=2) as advance:
         sample_nd = training_sample(cache, KMEANS_MAX_TRAIN, seed)
         advance(1)
