@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psutil
 
+GROUP_RECORD = "process-group.json"  # in a trial folder: the process group of the trial's trainer
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # The C library's prctl, resolved once here (CDLL(None): this program's own symbols, no `ldconfig` run)
 # so that `die_with_parent` is safe in a `preexec_fn` between fork and exec.
@@ -49,8 +50,11 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
 def record_group(path: Path, pid: int) -> None:
     """Write `{"host", "pid", "pgid", "started"}` of process `pid` (a group leader) to `path`, atomically."""
     path = Path(path)
-    info = {"host": socket.gethostname(), "pid": pid, "pgid": os.getpgid(pid),
-            "started": psutil.Process(pid).create_time()}
+    try:
+        info = {"host": socket.gethostname(), "pid": pid, "pgid": os.getpgid(pid),
+                "started": psutil.Process(pid).create_time()}
+    except (ProcessLookupError, psutil.NoSuchProcess):  # already gone: nothing to end later
+        return
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(info))
     os.replace(tmp, path)

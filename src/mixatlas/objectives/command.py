@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import time
@@ -15,9 +16,11 @@ from pathlib import Path
 
 from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Result, TrialContext, TrialFolder
+from mixatlas.processes import GROUP_RECORD, die_with_parent, record_group
 from mixatlas.space import Mixture
 
 PLACEHOLDERS = ("{mixture_json}", "{trial_dir}", "{trial_id}", "{seed}")
+_PLACEHOLDER = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS))
 
 
 class CommandFailed(RuntimeError):
@@ -51,12 +54,8 @@ class CommandObjective:
             "{trial_id}": str(ctx.trial_id),
             "{seed}": str(ctx.seed),
         }
-        argv = []
-        for arg in self.argv:
-            for placeholder, value in values.items():
-                arg = arg.replace(placeholder, value)
-            argv.append(arg)
-        return argv
+        # one pass: a value that itself contains "{seed}" (say, a --runs-dir) is never substituted again
+        return [_PLACEHOLDER.sub(lambda m: values[m.group(0)], arg) for arg in self.argv]
 
     def evaluate(self, mixture: Mixture, ctx: TrialContext) -> Result:
         trial_dir = Path(ctx.trial_dir)
@@ -69,10 +68,16 @@ class CommandObjective:
         with open(trial_dir / "stdout.log", "ab") as out, open(trial_dir / "stderr.log", "ab") as err:
             try:
                 # Own session: on timeout the whole process group (the trainer's children too) is killed.
-                proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env, start_new_session=True)
+                # It dies with this worker (PR_SET_PDEATHSIG) and its group is recorded in the trial folder,
+                # so a resumed run ends whatever of it survived a kill before running the trial again.
+                proc = subprocess.Popen(
+                    argv, stdout=out, stderr=err, env=env, start_new_session=True, preexec_fn=die_with_parent
+                )
             except OSError as exc:
                 raise CommandFailed(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None
+            record = trial_dir / GROUP_RECORD
             try:
+                record_group(record, proc.pid)
                 code = proc.wait(timeout=self.timeout_s)
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
@@ -80,6 +85,8 @@ class CommandObjective:
             except BaseException:
                 _kill_group(proc)
                 raise
+            finally:
+                record.unlink(missing_ok=True)
         if code != 0:
             raise CommandFailed(f"command exited with code {code}{_last_line(trial_dir / 'stderr.log')}")
         if not metrics_path.is_file():

@@ -26,6 +26,7 @@ from mixatlas.console import progress_bar
 from mixatlas.errors import MixAtlasError
 from mixatlas.executors import Executor, Handle
 from mixatlas.objectives.base import Objective, Result, TrialContext, TrialFolder
+from mixatlas.processes import GROUP_RECORD, end_recorded_group
 from mixatlas.search.base import History
 from mixatlas.search.study import Study, Trial, TrialState
 from mixatlas.space import Mixture
@@ -133,7 +134,8 @@ def run_search(
     max_failures = study.budget * (retries + 1)
     inflight: dict[Handle, tuple[Trial, float]] = {}
     failures = 0
-    with study.exclusive(), _progress_bar(study, progress) as show:
+    requeue_on_exit = _inflight_requeued(study, executor, inflight)
+    with study.exclusive(), _progress_bar(study, progress) as show, requeue_on_exit:
         study.requeue_interrupted()
         while True:
             n_done = study.count(TrialState.DONE)
@@ -144,6 +146,7 @@ def run_search(
                 trial = study.start_trial(
                     trial.id, trial_dir=trial_dir_for(runs, trial.id), worker=executor.kind
                 )
+                end_recorded_group(Path(trial.trial_dir) / GROUP_RECORD)  # a trainer left by a killed run
                 seed = trial_seed(study, trial)
                 handle = executor.submit(
                     run_trial, objective, trial.mixture.to_dict(), trial.id, trial.trial_dir, seed, timeout_s
@@ -156,6 +159,7 @@ def run_search(
             for handle in _overrun(executor, inflight, timeout_s):
                 trial, _ = inflight.pop(handle)
                 executor.cancel(handle)
+                end_recorded_group(Path(trial.trial_dir) / GROUP_RECORD)
                 outcome = TrialOutcome(error=f"timed out after {timeout_s:g} s; worker killed")
                 failures += _record_outcome(study, trial, outcome, retries)
                 _track(tracker, study, trial.id)
@@ -165,6 +169,25 @@ def run_search(
                     f"{study.path}: {failures} trial attempts failed in this run (last, trial {last.id}: "
                     f"{last.error}); fix the objective and rerun the same command to resume"
                 )
+
+
+@contextlib.contextmanager
+def _inflight_requeued(
+    study: Study, executor: Executor, inflight: dict[Handle, tuple[Trial, float]]
+) -> Iterator[None]:
+    """However the loop ends (Ctrl-C, SIGTERM, an error), end its in-flight trials (workers and recorded
+    trainer groups) and put them back to pending, uncounted as failures, for the next run to resume."""
+    try:
+        yield
+    finally:
+        trials = [trial for trial, _ in inflight.values()]
+        for handle in list(inflight):
+            executor.cancel(handle)
+        for trial in trials:
+            end_recorded_group(Path(trial.trial_dir) / GROUP_RECORD)
+        if trials:
+            study.requeue([trial.id for trial in trials])
+        inflight.clear()
 
 
 def trial_seed(study: Study, trial: Trial) -> int:

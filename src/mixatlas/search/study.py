@@ -27,7 +27,7 @@ from mixatlas.objectives.base import Result, Target
 from mixatlas.search.base import History
 from mixatlas.space import Mixture, MixtureSpace
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: trials.interruptions (crash / stop requeues, counted apart from attempts)
 
 
 class TrialState(StrEnum):
@@ -57,6 +57,7 @@ CREATE TABLE trials (
     value REAL,
     error TEXT,
     attempts INTEGER NOT NULL,
+    interruptions INTEGER NOT NULL DEFAULT 0,
     retry_of INTEGER REFERENCES trials(id),
     created_at REAL NOT NULL,
     started_at REAL,
@@ -72,9 +73,10 @@ CREATE INDEX trials_state ON trials(state);
 class Trial:
     """One attempt at evaluating one parameter vector.
 
-    `params` is (d,) in the study's space; `mixture` its k x T cell matrix. `attempts` counts how many times
-    these params have been started (crash resumes and retries included); a retry after a failure is a new
-    row whose `retry_of` is the first row of the chain, so the failure stays recorded.
+    `params` is (d,) in the study's space; `mixture` its k x T cell matrix. `attempts` is the attempt
+    number in the retry chain (1 = first try; a retry after a real failure is a new row whose `retry_of` is
+    the first row of the chain, so the failure stays recorded); `interruptions` counts how often this row
+    was requeued because the search was killed or stopped under it, which never uses up a retry.
     """
 
     id: int
@@ -87,6 +89,7 @@ class Trial:
     value: float | None
     error: str | None
     attempts: int
+    interruptions: int
     retry_of: int | None
     created_at: float
     started_at: float | None
@@ -122,7 +125,12 @@ class Study:
         method_options: dict | None = None,
         meta: dict | None = None,
     ) -> Study:
-        """Write a new study file at `path` (which must not exist yet) and open it."""
+        """Write a new study file at `path` (which must not exist yet) and open it.
+
+        The file is built under a temporary name and linked into place in one step, so a kill never leaves
+        a half-made study, and of two simultaneous creations exactly one wins (the other gets a
+        MixAtlasError saying so).
+        """
         path = Path(path)
         if path.exists():
             raise MixAtlasError(
@@ -143,28 +151,48 @@ class Study:
             "meta": meta or {},
             "created_at": time.time(),
         }
-        conn = _connect(path)
-        with _transaction(conn):
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                conn.execute(statement)
-            conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-            conn.executemany(
-                "INSERT INTO study VALUES (?, ?)", [(k, json.dumps(v)) for k, v in settings.items()]
-            )
-        return cls(path, conn)
+        tmp = path.with_name(f".{path.name}.creating-{os.getpid()}")
+        try:
+            conn = _connect(tmp)
+            with _transaction(conn):
+                for statement in filter(str.strip, _SCHEMA.split(";")):
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+                conn.executemany(
+                    "INSERT INTO study VALUES (?, ?)", [(k, json.dumps(v)) for k, v in settings.items()]
+                )
+            conn.close()  # checkpoints the WAL into the file and removes -wal/-shm
+            os.link(tmp, path)  # fails if the path exists: never replaces a study
+        except FileExistsError:
+            raise MixAtlasError(
+                f"{path}: another search created this study at the same moment; rerun the same command to "
+                "resume it"
+            ) from None
+        finally:
+            for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+                leftover.unlink(missing_ok=True)
+        return cls(path, _connect(path))
 
     @classmethod
-    def open(cls, path: Path) -> Study:
-        """Open an existing study; a missing, foreign or corrupt file raises MixAtlasError."""
+    def open(cls, path: Path, *, read_only: bool = False) -> Study:
+        """Open an existing study; a missing, foreign or corrupt file raises MixAtlasError.
+
+        `read_only` never writes the file (not even a journal-mode header on a foreign or empty file);
+        a writable open upgrades a version-1 study in place.
+        """
         path = Path(path)
         if not path.is_file():
             raise MixAtlasError(
                 f"{path}: no study file here; create one with `mixatlas search --study {path}`"
             )
         try:
-            conn = _connect(path)
+            conn = _connect_read_only(path) if read_only else _connect(path)
             (version,) = conn.execute("SELECT version FROM schema_version").fetchone()
-            if version != SCHEMA_VERSION:
+            if version == 1 and not read_only:
+                with _transaction(conn):
+                    conn.execute("ALTER TABLE trials ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0")
+                    conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+            elif version not in (1, SCHEMA_VERSION):
                 raise MixAtlasError(
                     f"{path}: study schema version {version}, this MixAtlas reads {SCHEMA_VERSION}; "
                     "use the matching MixAtlas version"
@@ -390,25 +418,30 @@ class Study:
         return None if retry_id is None else self.trial(retry_id)
 
     def requeue_interrupted(self) -> list[Trial]:
-        """Trials left `running` by a crashed search go back to pending with attempts+1 (same params)."""
-        requeued = []
-        for t in self.trials(TrialState.RUNNING):
-            with _transaction(self._conn):
+        """Trials left `running` by a killed search go back to pending (same params); see `requeue`."""
+        return self.requeue([t.id for t in self.trials(TrialState.RUNNING)])
+
+    def requeue(self, trial_ids: list[int]) -> list[Trial]:
+        """Running trials whose run stopped under them (kill, Ctrl-C) go back to pending in one transaction,
+        counted in `interruptions`: an interruption is not a failure and uses up no retry."""
+        with _transaction(self._conn):
+            for trial_id in trial_ids:
                 self._conn.execute(
-                    "UPDATE trials SET state = 'pending', attempts = attempts + 1, started_at = NULL"
-                    " WHERE id = ? AND state = 'running'",
-                    (t.id,),
+                    "UPDATE trials SET state = 'pending', interruptions = interruptions + 1,"
+                    " started_at = NULL WHERE id = ? AND state = 'running'",
+                    (trial_id,),
                 )
-            requeued.append(self.trial(t.id))
-        return requeued
+        return [self.trial(trial_id) for trial_id in trial_ids]
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
-        """Hold the study's run lock (`<db>.lock`) so two searches never drive one study at once.
+        """Hold the study's run lock (`<db>.lock` beside the file's real path, symlinks resolved) so two
+        searches never drive one study at once, whatever path each was given.
 
         The OS drops the lock when the process dies, so a SIGKILLed search never blocks its resume.
         """
-        lock_path = self._path.with_name(self._path.name + ".lock")
+        real = self._path.resolve()
+        lock_path = real.with_name(real.name + ".lock")
         with open(lock_path, "a+") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -434,6 +467,12 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: commits survive a process kill
+    return conn
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0, isolation_level=None)
+    conn.row_factory = sqlite3.Row
     return conn
 
 
@@ -473,6 +512,7 @@ def _trial_from_row(row: sqlite3.Row) -> Trial:
         value=None if value is None or not math.isfinite(value) else float(value),
         error=row["error"],
         attempts=row["attempts"],
+        interruptions=row["interruptions"] if "interruptions" in row.keys() else 0,  # noqa: SIM118 (Row: in = values)
         retry_of=row["retry_of"],
         created_at=row["created_at"],
         started_at=row["started_at"],
