@@ -181,9 +181,11 @@ def _image_cells(column: Any) -> tuple[list[str], list[Any]]:
     import pyarrow.compute as pc
 
     kind = column.type
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind):  # several images: the first one
-        column = pc.list_element(column, 0) if len(column) else column
-        kind = column.type
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):  # several images per row: the first one
+        firsts = [cell[0] if cell else None for cell in column.to_pylist()]
+        has = [bool(v.get("bytes") if isinstance(v, dict) else isinstance(v, bytes) and v) for v in firsts]
+        paths = [v.get("path") if isinstance(v, dict) else v if isinstance(v, str) else None for v in firsts]
+        return ["bytes" if flag else "path" for flag in has], paths
     paths: list[Any] = [None] * len(column)
     if pa.types.is_struct(kind):
         names = [kind.field(i).name for i in range(kind.num_fields)]
