@@ -104,3 +104,17 @@ def test_a_shard_without_conversations_is_a_one_line_error(tmp_path):
     (folder / "state.json").write_text(json.dumps(state))
     with pytest.raises(MixAtlasError, match=r"listed in the dataset's state\.json but missing"):
         list(read_corpus(folder))
+
+
+def test_a_list_of_images_column_takes_the_first_image(tmp_path):
+    from datasets import Features, Image, Sequence, Value
+
+    turn = {"from": Value("string"), "value": Value("string")}
+    features = Features({"images": Sequence(Image()), "conversations": [turn]})
+    talk = [{"from": "human", "value": "<image>\nWhat colour?"}, {"from": "gpt", "value": "red"}]
+    red, blue = ({"bytes": _png(colour), "path": None} for colour in ((200, 0, 0), (0, 0, 200)))
+    rows = {"images": [[red, blue], []], "conversations": [talk, talk]}
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "multi"))
+    first, text_only = read_corpus(tmp_path / "multi")
+    assert open_image(first.image).getpixel((0, 0)) == (200, 0, 0)
+    assert text_only.image is None
