@@ -205,6 +205,7 @@ def time_steps(args: argparse.Namespace, sizes: dict, batch: int, device) -> dic
 
     from mixatlas.objectives.proxy.cost import ProxyFlops, mfu
     from mixatlas.objectives.proxy.loss import proxy_loss
+    from mixatlas.objectives.proxy.model import compile_blocks
     from mixatlas.objectives.proxy.packing import device_batch, pack, padded
 
     torch.manual_seed(0)
@@ -214,8 +215,7 @@ def time_steps(args: argparse.Namespace, sizes: dict, batch: int, device) -> dic
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     flops_model = ProxyFlops.of(model)
     if args.compile:
-        model.model.vision_tower.compile()
-        model.model.language_model.compile()
+        compile_blocks(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.01,
                                   fused=device.type == "cuda")
     rng = np.random.default_rng(0)
@@ -280,23 +280,29 @@ def run_step_throughput(args: argparse.Namespace) -> dict:
     sizes = TINY_SIZES if args.tiny else GPU_SIZES
     rows = []
     for batch in (int(b) for b in args.gpu_batch.split(",")):
-        try:
-            rows.append(time_steps(args, sizes, batch, device))
-        except torch.OutOfMemoryError as exc:
-            rows.append({"batch_size": batch, "loss": args.loss, "compile": args.compile,
-                         "oom": str(exc).splitlines()[0]})
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        for checkpointing in dict.fromkeys((args.checkpointing, True)):  # on OOM, again with checkpointing
+            try:
+                rows.append(time_steps(argparse.Namespace(**{**vars(args), "checkpointing": checkpointing}),
+                                       sizes, batch, device))
+                break
+            except torch.OutOfMemoryError as exc:
+                rows.append({"batch_size": batch, "loss": args.loss, "compile": args.compile,
+                             "checkpointing": checkpointing, "oom": str(exc).splitlines()[0]})
+            finally:
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     print(f"\nproxy training steps on {name} ({'tiny sizes' if args.tiny else '0.5B-class'}, "
           f"loss {args.loss}, attn {args.attn}, compile {args.compile}); MFU of {args.peak_tflops:g} TFLOP/s")
-    print(f"{'batch':>6}{'step s':>9}{'samples/s':>11}{'tokens/s':>11}{'TFLOP/s':>9}{'MFU':>8}{'GiB':>7}")
+    print(f"{'batch':>6}{'step s':>9}{'samples/s':>11}{'tokens/s':>11}{'TFLOP/s':>9}{'MFU':>8}{'GiB':>7}"
+          f"{'ckpt':>6}")
     for r in rows:
         if "oom" in r:
-            print(f"{r['batch_size']:>6}  out of memory")
+            print(f"{r['batch_size']:>6}  out of memory (checkpointing {r['checkpointing']})")
             continue
         print(f"{r['batch_size']:>6}{r['step_s']:>9.3f}{r['samples_per_s']:>11.1f}{r['tokens_per_s']:>11.0f}"
-              f"{r['model_tflops']:>9.1f}{100 * r['mfu']:>7.1f}%{r.get('max_memory_gib', 0):>7.1f}")
+              f"{r['model_tflops']:>9.1f}{100 * r['mfu']:>7.1f}%{r.get('max_memory_gib', 0):>7.1f}"
+              f"{'yes' if r['checkpointing'] else 'no':>6}")
     return {"mode": "throughput-gpu", "device": name, "tiny": args.tiny, "rows": rows}
 
 
@@ -319,7 +325,7 @@ def main() -> None:
     parser.add_argument("--loss", choices=("chunked", "full"), default="chunked",
                         help="GPU path: chunked CE on packed rows, or the full-logits loss on padded rows")
     parser.add_argument("--attn", choices=("sdpa", "flex_attention", "eager"), default="sdpa")
-    parser.add_argument("--compile", action="store_true", help="GPU path: torch.compile both towers")
+    parser.add_argument("--compile", action="store_true", help="GPU path: compile each block")
     parser.add_argument("--checkpointing", action="store_true", help="GPU path: activation checkpointing")
     parser.add_argument("--warmup", type=int, default=3, help="GPU path: untimed steps")
     parser.add_argument("--distinct-batches", type=int, default=4, help="GPU path: batches cycled")
