@@ -15,6 +15,7 @@ from sklearn.metrics import adjusted_rand_score
 from mixatlas.atlas import Atlas, assign_atlas, build_atlas
 from mixatlas.corpus.synth import synthesize
 from mixatlas.errors import MixAtlasError
+from mixatlas.publish import staging_dir
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_embed import save_tiny_clip
@@ -166,8 +167,8 @@ def test_interrupted_decomposition_resumes_from_finished_shards(tmp_path: Path) 
     broken.write_bytes(b"garbage")
     with pytest.raises(MixAtlasError, match=r"train\.jsonl:151"):
         build_atlas(corpus, tmp_path / "A", k=4, strict=True, workers=0, progress=False, shard_size=64)
-    assert not (tmp_path / "A" / "atlas.json").exists()
-    finished = shard_times(tmp_path / "A")
+    assert not (tmp_path / "A").exists()  # nothing published; the finished shards wait in the staging folder
+    finished = shard_times(staging_dir(tmp_path / "A"))
     assert sorted(finished) == ["shard-00000.npy", "shard-00001.npy"]
     broken.write_bytes(good_bytes)
     atlas = build_atlas(corpus, tmp_path / "A", k=4, workers=0, progress=False, shard_size=64)

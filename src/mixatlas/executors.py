@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mixatlas.errors import MixAtlasError
-from mixatlas.processes import die_with_parent
+from mixatlas.processes import owned_worker
 
 EXECUTOR_KINDS = ("local", "ray", "slurm")
 
@@ -128,8 +128,7 @@ class WorkerLost(RuntimeError):
 def _worker_main(conn: Connection, env: dict[str, str], fn: Callable[..., Any], args: tuple) -> None:
     """A local worker: dies with the run, leaves Ctrl-C to the run, sends back `("ok", value)` or
     `("error", exception)`."""
-    die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C reaches the run, which ends us
+    owned_worker()
     os.environ.clear()  # the forkserver's environment is the one it started with; use the run's current one
     os.environ.update(env)
     try:

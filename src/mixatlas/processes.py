@@ -41,6 +41,13 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         os._exit(1)
 
 
+def owned_worker() -> None:
+    """Initializer of every worker process of a run: die with the parent, leave Ctrl-C to the parent
+    (the terminal sends SIGINT to the whole foreground group; the run then ends its workers itself)."""
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
     """Send `sig` to process group `pgid`; a group that is already gone is fine."""
     with contextlib.suppress(ProcessLookupError, PermissionError):

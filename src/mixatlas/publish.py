@@ -29,6 +29,30 @@ def staging_dir(out: Path) -> Path:
     return out.with_name(f".{out.name}.partial")
 
 
+def target_of(staging: Path) -> Path:
+    """The output folder a staging folder publishes to (the inverse of `staging_dir`)."""
+    staging = Path(staging)
+    name = staging.name
+    if not (name.startswith(".") and name.endswith(".partial")):
+        raise ValueError(f"{staging}: not a staging folder")
+    return staging.with_name(name[1 : -len(".partial")])
+
+
+def check_replaceable(out: Path, markers: tuple[str, ...], option: str = "--out") -> None:
+    """Refuse an `out` that holds something other than an earlier output (publishing replaces it whole):
+    it must be absent, empty, or hold one of `markers` (e.g. the output's summary file)."""
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise MixAtlasError(f"{option} {out}: exists and is not a folder; choose another path")
+    if any(out.iterdir()) and not any((out / marker).exists() for marker in markers):
+        raise MixAtlasError(
+            f"{option} {out}: holds other files (the output replaces the whole folder); "
+            "choose a new or empty folder"
+        )
+
+
 def fresh_staging(out: Path) -> Path:
     """An empty staging folder for `out` (a leftover of a killed run is removed first)."""
     staging = staging_dir(out)

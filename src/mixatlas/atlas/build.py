@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import os
+import shutil
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from mixatlas.atlas.folder import Atlas, AtlasInfo, AtlasParent, table_schema
 from mixatlas.console import progress_bar
 from mixatlas.corpus.images import DEFAULT_MAX_PIXELS
 from mixatlas.errors import MixAtlasError
+from mixatlas.publish import check_replaceable, publish, staging_dir, target_of
 
 KMEANS_MAX_TRAIN = 200_000
 EXEMPLARS_PER_CONCEPT = 8
@@ -205,7 +207,8 @@ def _embed_into(out: Path, inputs: _Inputs, embedder: Embedder, task_rules: str,
 
 def _finish_atlas(out: Path, fields: dict[str, Any], centroids_kd: np.ndarray,
                   summary: TableSummary) -> Atlas:
-    """Write centroids, exemplars and (last) atlas.json: `fields` (AtlasInfo less counts) plus `summary`."""
+    """Write centroids, exemplars and (last) atlas.json: `fields` (AtlasInfo less counts) plus `summary`,
+    into the staging folder `out`, then publish it (see `_start_output`)."""
     from mixatlas.atlas.exemplars import write_exemplar_grid
 
     tmp = out / "centroids.tmp.npy"
@@ -215,16 +218,24 @@ def _finish_atlas(out: Path, fields: dict[str, Any], centroids_kd: np.ndarray,
     info = AtlasInfo(**fields, counts=summary.counts_kt.tolist(), n_samples=summary.n_samples,
                      exemplars="exemplars.png")
     info.write(out / "atlas.json")
-    return Atlas.load(out)
+    final = target_of(out)
+    publish(out, final)
+    return Atlas.load(final)
 
 
 def _start_output(out: Path | str) -> Path:
+    """The staging folder the atlas is built in (`publish.staging_dir`; `_finish_atlas` swaps it into place,
+    so OUT always holds the old complete atlas or the new one). It survives a kill: its embedding cache is
+    what a rerun resumes from; a first run over an existing atlas starts from hard links to its cache."""
     folder = Path(out).expanduser().resolve()
-    if folder.exists() and not folder.is_dir():
-        raise MixAtlasError(f"--out {out}: exists and is not a folder; choose another path")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "atlas.json").unlink(missing_ok=True)  # until rebuilt, the folder is not a valid atlas
-    return folder
+    check_replaceable(folder, ("atlas.json", "embeddings"))
+    staging = staging_dir(folder)
+    staging.mkdir(parents=True, exist_ok=True)
+    if not (staging / "embeddings").exists() and (folder / "embeddings").is_dir():
+        # cache files are only ever replaced (new inode), never rewritten, so sharing them is safe
+        shutil.copytree(folder / "embeddings", staging / "embeddings", copy_function=os.link)
+    (staging / "atlas.json").unlink(missing_ok=True)
+    return staging
 
 
 def _concept_names(embedder: Embedder, centroids_kd: np.ndarray, summary: TableSummary,

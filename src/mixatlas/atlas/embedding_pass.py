@@ -23,6 +23,7 @@ from mixatlas.atlas.embed import Embedder
 from mixatlas.atlas.folder import ROW_COLUMNS
 from mixatlas.console import progress_bar
 from mixatlas.errors import MixAtlasError
+from mixatlas.processes import owned_worker
 
 
 def _prepare_images(prepare: Callable, refs: Sequence[str | None],
@@ -212,7 +213,8 @@ def embed_corpus(corpus: Path, fmt: str, source_field: str | None, cache: Embedd
         if workers <= 0:
             embedding_pass.run(samples, None, 1)
         else:
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver"))
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver"),
+                                       initializer=owned_worker)  # die with the run, Ctrl-C left to it
             try:
                 embedding_pass.run(samples, pool, window=2 * workers + 1)
             finally:

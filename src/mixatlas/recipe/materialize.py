@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from mixatlas.console import progress_bar
 from mixatlas.errors import MixAtlasError
+from mixatlas.publish import check_replaceable, published
 from mixatlas.recipe.recipe import Recipe, now_iso
 
 FORMATS = ("llava", "wds", "parquet")
@@ -183,7 +184,7 @@ def materialize(atlas: Any, recipe: Recipe, samples: int, out: Path, format: str
     out = Path(out)
     if (out / SUMMARY_NAME).exists() and not overwrite:
         raise MixAtlasError(f"{out}: already holds a materialized mixture; pass --overwrite or another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    check_replaceable(out, (SUMMARY_NAME,))
 
     table = atlas.table(columns=list(SAMPLE_COLUMNS))
     k, n_tasks = len(recipe.concepts), len(recipe.tasks)
@@ -201,17 +202,20 @@ def materialize(atlas: Any, recipe: Recipe, samples: int, out: Path, format: str
     chunks = shuffled_row_chunks(rows_by_cell(cells, k * n_tasks), need_kt.ravel(), seed, chunk_size)
     counted = _count_sources(chunks, source_of_row, source_counts)
     writer = {"llava": _write_llava, "parquet": _write_parquet, "wds": _write_wds}[format]
-    files = writer(rows, _progress_chunks(counted, samples, f"writing {format}"), out, shard_size)
-    used = rows_kt > 0
-    summary = MaterializeSummary(
-        format=format, samples=samples, seed=seed, max_epochs=epochs, files=files,
-        cell_counts=need_kt.tolist(),
-        cell_epochs_max=float(np.max(need_kt[used] / rows_kt[used])) if used.any() else 0.0,
-        sources=dict(zip(source_names, source_counts.tolist(), strict=True)),
-        recipe={"atlas_fingerprint": recipe.atlas_fingerprint, "provenance": recipe.provenance},
-        created=now_iso(),
-    )
-    summary.save(out / SUMMARY_NAME)
+    # Written into a staging sibling and swapped in whole: a reader (or a kill) never sees new shards
+    # beside old ones, and an --overwrite with fewer shards or another format leaves none of the old.
+    with published(out) as staging:
+        files = writer(rows, _progress_chunks(counted, samples, f"writing {format}"), staging, shard_size)
+        used = rows_kt > 0
+        summary = MaterializeSummary(
+            format=format, samples=samples, seed=seed, max_epochs=epochs, files=files,
+            cell_counts=need_kt.tolist(),
+            cell_epochs_max=float(np.max(need_kt[used] / rows_kt[used])) if used.any() else 0.0,
+            sources=dict(zip(source_names, source_counts.tolist(), strict=True)),
+            recipe={"atlas_fingerprint": recipe.atlas_fingerprint, "provenance": recipe.provenance},
+            created=now_iso(),
+        )
+        summary.save(staging / SUMMARY_NAME)
     return summary
 
 
@@ -279,11 +283,9 @@ def _array_bytes(arr: pa.Array) -> memoryview:
 
 def _write_llava(lines: pa.Array, chunks: Iterator[np.ndarray], out: Path, shard_size: int) -> list[str]:
     path = out / OUTPUT_NAMES["llava"]
-    tmp = path.with_suffix(".jsonl.tmp")
-    with open(tmp, "wb", buffering=1 << 22) as fh:
+    with open(path, "wb", buffering=1 << 22) as fh:
         for chunk in chunks:
             fh.write(_array_bytes(lines.take(pa.array(chunk))))
-    tmp.replace(path)
     return [path.name]
 
 
@@ -301,11 +303,9 @@ def _write_parquet(rows: pa.Table, chunks: Iterator[np.ndarray], out: Path, shar
     import pyarrow.parquet as pq
 
     path = out / OUTPUT_NAMES["parquet"]
-    tmp = path.with_suffix(".parquet.tmp")
-    with pq.ParquetWriter(tmp, rows.schema) as writer:
+    with pq.ParquetWriter(path, rows.schema) as writer:
         for chunk in chunks:
             writer.write_table(rows.take(pa.array(chunk)))
-    tmp.replace(path)
     return [path.name]
 
 
@@ -339,9 +339,8 @@ def _write_wds(rows: pa.Table, chunks: Iterator[np.ndarray], out: Path, shard_si
             if written % shard_size == 0:
                 if tar is not None:
                     tar.close()
-                    (out / (files[-1] + ".tmp")).replace(out / files[-1])
                 files.append(OUTPUT_NAMES["wds"].format(len(files)))
-                tar = tarfile.open(out / (files[-1] + ".tmp"), "w")  # noqa: SIM115 (closed per shard)
+                tar = tarfile.open(out / files[-1], "w")  # noqa: SIM115 (closed per shard)
             key = f"{written:09d}"
             try:
                 data = image_bytes(row["image"])
@@ -355,7 +354,6 @@ def _write_wds(rows: pa.Table, chunks: Iterator[np.ndarray], out: Path, shard_si
             written += 1
     if tar is not None:
         tar.close()
-        (out / (files[-1] + ".tmp")).replace(out / files[-1])
     return files
 
 

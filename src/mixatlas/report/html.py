@@ -13,6 +13,7 @@ import numpy as np
 from mixatlas.console import progress_bar
 from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Target
+from mixatlas.publish import check_replaceable, fresh_staging, publish
 from mixatlas.recipe.recipe import Recipe, recipe_from_study, resolve_study_path
 from mixatlas.report import figures
 from mixatlas.space import Mixture
@@ -234,8 +235,9 @@ def build_report(studies: list[Path], out: Path, atlas: Path | None = None,
     """
     if not studies:
         raise MixAtlasError("report: give at least one study")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    final = Path(out)
+    check_replaceable(final, ("index.html",))
+    out = fresh_staging(final)  # written here, then published whole: never half a report at `final`
     sections: list[str] = []
     with progress_bar(True, "building report", total=6, transient=True) as bar:
         views = [load_study(p) for p in studies]
@@ -314,4 +316,5 @@ def build_report(studies: list[Path], out: Path, atlas: Path | None = None,
         f"({target.direction}); {len(views)} studies</p>"
         + "\n".join(sections) + "</body></html>"
     )
-    return index
+    publish(out, final)
+    return final / index.name
