@@ -8,8 +8,8 @@ What is measured, honestly:
            larger images decodes more slowly; the memory figure does not depend on that.
   run      `mixatlas decompose CORPUS --sample S --workers W` in its own process. A poller sums the RSS of
            that process and its workers every 0.2 s (peak reported; goal < 2 GB at N = 1M) and timestamps
-           the three steps by the files they finish: OUT/sample/subset.jsonl (reservoir pass),
-           OUT/sample/atlas/atlas.json (subset embedded + clustered), OUT/atlas.json (every sample assigned).
+           the three steps by the files they finish: OUT-sample/subset.jsonl (reservoir pass),
+           OUT-sample/atlas/atlas.json (subset embedded + clustered), OUT/atlas.json (every sample assigned).
   rate     assignment rate = samples assigned / seconds of the assignment pass (read + decode + embed +
            nearest centroid + samples.parquet), and the whole command's samples / second. Wall rates depend
            on how busy the cores are; `cpu_ms_per_sample` (CPU time of the command and its workers per
@@ -128,8 +128,9 @@ def run_one(n: int, sample: int, workers: int, pool: int, k: int, scratch: Path)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
-    watcher = TreeWatcher(proc.pid, {"reservoir": out / "sample" / "subset.jsonl",
-                                     "subset_atlas": out / "sample" / "atlas" / "atlas.json",
+    subset = out.with_name(out.name + "-sample")
+    watcher = TreeWatcher(proc.pid, {"reservoir": subset / "subset.jsonl",
+                                     "subset_atlas": subset / "atlas" / "atlas.json",
                                      "atlas": out / "atlas.json"})
     _, stderr = proc.communicate()
     total_s = time.perf_counter() - watcher.started
@@ -158,6 +159,7 @@ def run_one(n: int, sample: int, workers: int, pool: int, k: int, scratch: Path)
     }
     shutil.rmtree(corpus_dir, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(subset, ignore_errors=True)
     return row
 
 

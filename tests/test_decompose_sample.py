@@ -1,6 +1,7 @@
 """`decompose --sample N`: concepts from a seeded uniform subset, every sample assigned."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -30,17 +31,18 @@ def test_reservoir_is_uniform_ordered_and_seeded():
         reservoir(range(3), 0, 0)
 
 
-def test_decompose_sample_clusters_a_subset_and_assigns_every_sample(synth_corpus, tmp_path):
+def test_decompose_sample_clusters_a_subset_and_assigns_every_sample(synth_corpus, tmp_path, monkeypatch):
     out = tmp_path / "atlas"
-    run = CliRunner().invoke(app, ["decompose", str(synth_corpus), "--out", str(out), "--k", "3",
-                                   "--sample", "150", "--seed", "4", "--workers", "0"])
+    monkeypatch.chdir(tmp_path)  # a relative corpus path: the subset must still point at its images
+    run = CliRunner().invoke(app, ["decompose", os.path.relpath(synth_corpus, tmp_path), "--out", "atlas",
+                                   "--k", "3", "--sample", "150", "--seed", "4", "--workers", "0"])
     assert run.exit_code == 0, run.output
     atlas = Atlas.load(out)
-    subset = (out / "sample" / "subset.jsonl").read_text().splitlines()
+    subset = (tmp_path / "atlas-sample" / "subset.jsonl").read_text().splitlines()
     n_corpus = sum(1 for line in (synth_corpus / "train.jsonl").read_text().splitlines() if line.strip())
     assert len(subset) == 150
     assert atlas.info.n_samples + atlas.info.rejects == n_corpus  # every sample assigned (or rejected)
-    parent = Atlas.load(out / "sample" / "atlas")
+    parent = Atlas.load(tmp_path / "atlas-sample" / "atlas")
     assert atlas.info.parent.dir == str(parent.dir)
     assert parent.info.n_samples + parent.info.rejects == 150
     np.testing.assert_array_equal(atlas.centroids(), parent.centroids())

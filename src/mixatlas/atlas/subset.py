@@ -2,8 +2,9 @@
 
 Three streaming steps, memory flat in the corpus size:
 1. one read pass keeps a seeded uniform reservoir of N records (Li's Algorithm L: O(N) memory, one pass,
-   no image decoded) and writes them to OUT/sample/subset.jsonl;
-2. `build_atlas` on the subset -> OUT/sample/atlas: embeds N images, clusters them (k or `auto`);
+   no image decoded) and writes them to OUT-sample/subset.jsonl (a sibling of OUT: OUT itself is replaced
+   whole when the atlas is published);
+2. `build_atlas` on the subset -> OUT-sample/atlas: embeds N images, clusters them (k or `auto`);
 3. `assign_atlas` streams the whole corpus onto those centroids -> OUT: the atlas of every sample, whose
    `parent` is the subset atlas (the N sampled records are embedded twice: N/total extra work).
 """
@@ -23,7 +24,7 @@ from mixatlas.atlas.build import assign_atlas, build_atlas
 from mixatlas.atlas.folder import Atlas
 from mixatlas.errors import MixAtlasError
 
-SUBSET_DIR = "sample"
+SUBSET_SUFFIX = "-sample"
 
 
 def reservoir(items: Iterable[Any], n: int, seed: int) -> list[Any]:
@@ -71,6 +72,11 @@ def write_subset(samples: Sequence[Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def subset_dir_of(out: Path) -> Path:
+    """Where `--sample` keeps its subset and the subset's atlas: OUT-sample/, beside OUT."""
+    return out.with_name(out.name + SUBSET_SUFFIX)
+
+
 def build_atlas_sampled(corpus: Path | str, out: Path | str, sample: int, *, embedder: str = "pixels",
                         k: int | str = 10, tasks: str = "rules", fmt: str | None = None,
                         source_field: str | None = None, strict: bool = False, seed: int = 0,
@@ -83,8 +89,10 @@ def build_atlas_sampled(corpus: Path | str, out: Path | str, sample: int, *, emb
     """
     from mixatlas.corpus import Rejects, read_corpus
 
+    path = Path(corpus).expanduser()
+    corpus = path.resolve() if path.exists() else corpus  # absolute refs in the subset (globs pass through)
     folder = Path(out).expanduser().resolve()
-    subset_dir = folder / SUBSET_DIR
+    subset_dir = subset_dir_of(folder)
     subset_dir.mkdir(parents=True, exist_ok=True)
     subset = subset_dir / "subset.jsonl"
     # Malformed records are only counted here; the assignment pass lists them in OUT/rejects.jsonl.
