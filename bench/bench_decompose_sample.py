@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -86,6 +85,7 @@ class TreeWatcher:
         self.markers = markers
         self.period_s = period_s
         self.peak_rss = 0
+        self.cpu_by_pid: dict[int, float] = {}  # last seen user+system seconds of each process of the tree
         self.times: dict[str, float] = {}
         self.started = time.perf_counter()
         self._stop = threading.Event()
@@ -102,6 +102,8 @@ class TreeWatcher:
                 for proc in procs:
                     with contextlib.suppress(psutil.Error):
                         rss += proc.memory_info().rss
+                        times = proc.cpu_times()
+                        self.cpu_by_pid[proc.pid] = times.user + times.system
                 self.peak_rss = max(self.peak_rss, rss)
             except psutil.Error:
                 pass
@@ -126,7 +128,6 @@ def run_one(n: int, sample: int, workers: int, pool: int, k: int, scratch: Path)
                "--out", str(out), "--sample", str(sample), "--k", str(k), "--workers", str(workers),
                "--source-field", "source"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
     subset = out.with_name(out.name + "-sample")
     watcher = TreeWatcher(proc.pid, {"reservoir": subset / "subset.jsonl",
@@ -135,8 +136,7 @@ def run_one(n: int, sample: int, workers: int, pool: int, k: int, scratch: Path)
     _, stderr = proc.communicate()
     total_s = time.perf_counter() - watcher.started
     watcher.stop()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the command and its reaped workers
-    cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    cpu_s = sum(watcher.cpu_by_pid.values())  # the command and its workers, as last polled (0.2 s)
     if proc.returncode != 0:
         raise SystemExit(f"decompose failed (exit {proc.returncode}): {stderr.strip()[-2000:]}")
     info = json.loads((out / "atlas.json").read_text())
