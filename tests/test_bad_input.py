@@ -41,7 +41,8 @@ def test_pool_csv_with_only_blank_rows(tmp_path: Path) -> None:
 
 def test_new_study_with_a_bad_function_leaves_no_study_file(tmp_path: Path, synth_corpus: Path) -> None:
     from mixatlas.atlas import build_atlas
-    from mixatlas.search.config import SearchConfig, open_study
+    from mixatlas.search.config import SearchConfig
+    from mixatlas.search.setup import open_study
 
     atlas = build_atlas(synth_corpus, tmp_path / "A", k=4, workers=0, progress=False)
     config = SearchConfig.load(None, {"atlas": atlas.dir, "space": "task", "objective": "callable",

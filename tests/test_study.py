@@ -185,7 +185,8 @@ def test_cli_bad_config_is_one_line(tmp_path):
 
 def test_share_from_takes_over_finished_trials_of_another_target(tmp_path: Path) -> None:
     from mixatlas.executors import make_executor
-    from mixatlas.search.config import SearchConfig, open_study
+    from mixatlas.search.config import SearchConfig
+    from mixatlas.search.setup import open_study
     from mixatlas.search.loop import run_search
 
     first_cfg = SearchConfig.load(None, {"synthetic": "task", "method": "random", "budget": 4,

@@ -21,12 +21,14 @@ from typing import Any
 import numpy as np
 
 from mixatlas.console import console, progress_bar
-from mixatlas.executors import make_executor
+from mixatlas.objectives.base import Target
+from mixatlas.search.config import SearchConfig
 
 AXIS_METHODS = ("gp-ucb", "regmix", "random", "uniform")
 # A benchmark-targeted recipe (the paper's point): the average over all benchmarks is flat near uniform
 # on a balanced corpus, a chart + document target is not.
 TARGET = "0.5*chart-vqa/nll + 0.5*document-ocr/nll"
+DEMO_TARGET = Target.parse(TARGET, minimize=True)
 STAGES = 7
 FINAL_SEED = 10_000  # final re-evaluations use seeds FINAL_SEED + r, never used by a search trial
 
@@ -66,12 +68,27 @@ QUICK = DemoPlan(
 
 
 @dataclass(frozen=True)
+class DemoStudy:
+    """One of the demo's searches: the paper axis it searches, its method and budget, and its file."""
+
+    axis: str
+    method: str
+    budget: int
+    path: Path
+
+    @property
+    def name(self) -> str:
+        """"task-gp-ucb": the study's folder and its key in final_eval.json."""
+        return f"{self.axis}-{self.method}"
+
+
+@dataclass(frozen=True)
 class DemoOutputs:
     """Where the demo left its artifacts."""
 
     corpus: Path
     atlas: Path
-    studies: list[Path]
+    studies: list[DemoStudy]
     recipe: Path
     manifest: Path
     report: Path
@@ -97,15 +114,17 @@ def run_demo(out: Path, quick: bool = False, plan: DemoPlan | None = None) -> De
         corpus = _corpus(out, plan)
     with _stage(2, f"atlas: pixels embedder, k={plan.k}"):
         atlas = _atlas(out, corpus, plan)
-    runs = _study_runs(plan)
-    spec = {"kind": "proxy", "config": plan.proxy, "atlas": str(atlas.dir)}
-    with make_executor("local", parallel=plan.parallel, folder=out / "studies") as executor:
-        with _stage(3, f"searches: {len(runs)} studies, {sum(b for *_, b in runs)} proxy runs, "
+    from mixatlas.search.loop import open_executor
+
+    studies = _study_runs(out, plan)
+    proxy_yaml = _proxy_yaml(out, plan)
+    with open_executor(SearchConfig(parallel=plan.parallel), out / "studies") as executor:
+        with _stage(3, f"searches: {len(studies)} studies, {sum(s.budget for s in studies)} proxy runs, "
                        f"{plan.parallel} in parallel"):
-            studies = _searches(out, atlas, plan, runs, spec, executor)
+            _searches(studies, atlas.dir, proxy_yaml, plan, executor)
         with _stage(4, f"final evaluation: every recommendation re-trained at {plan.final_seeds} fresh "
                        "seed(s) shared by all methods"):
-            final = _final_evaluation(out, studies, plan, spec, executor)
+            final = _final_evaluation(out, studies, plan, executor)
     with _stage(5, "recipe: one per gp-ucb study; the best re-evaluated one is recipe.yaml"):
         recipe = _recipe(out, studies, final)
     with _stage(6, f"materialize {plan.manifest_samples} samples (llava manifest)"):
@@ -124,10 +143,20 @@ def _stage(number: int, title: str) -> Iterator[None]:
     console.print(f"      [dim]{time.monotonic() - started:.0f} s[/]")
 
 
-def _study_runs(plan: DemoPlan) -> list[tuple[str, str, int]]:
-    """(axis, method, budget) of every study: 4 methods on each paper axis, then gp-ucb on the joint one."""
+def _study_runs(out: Path, plan: DemoPlan) -> list[DemoStudy]:
+    """Every study: the 4 methods on each paper axis, then gp-ucb on the joint one."""
     runs = [(axis, method, plan.budget) for axis in ("task", "concept") for method in AXIS_METHODS]
-    return [*runs, ("joint", "gp-ucb", plan.joint_budget)]
+    runs.append(("joint", "gp-ucb", plan.joint_budget))
+    return [DemoStudy(axis, method, budget, study_path(out, axis, method)) for axis, method, budget in runs]
+
+
+def _proxy_yaml(out: Path, plan: DemoPlan) -> Path:
+    """The plan's proxy config as OUT/proxy.yaml (what `--proxy-config` would name)."""
+    from mixatlas.objectives.proxy import ProxyConfig
+
+    path = out / "proxy.yaml"
+    ProxyConfig.from_dict(plan.proxy).to_yaml(path)
+    return path
 
 
 def _corpus(out: Path, plan: DemoPlan) -> Path:
@@ -154,44 +183,40 @@ def _atlas(out: Path, corpus: Path, plan: DemoPlan) -> Any:
     return build_atlas(corpus, folder, embedder="pixels", k=plan.k, seed=plan.seed, workers=plan.parallel)
 
 
-def _searches(out: Path, atlas: Any, plan: DemoPlan, runs: list[tuple[str, str, int]], spec: dict,
-              executor: Any) -> list[Path]:
-    """The per-axis studies (4 methods x task/concept) and the joint gp-ucb study, run or resumed."""
-    from mixatlas.objectives.base import Target
-    from mixatlas.objectives.registry import build_objective
+def _searches(studies: list[DemoStudy], atlas_dir: Path, proxy_yaml: Path, plan: DemoPlan,
+              executor: Any) -> None:
+    """The per-axis studies (4 methods x task/concept) and the joint gp-ucb study, run or resumed through
+    the functions `mixatlas search` uses."""
     from mixatlas.search.loop import run_search
-    from mixatlas.search.study import Study, TrialState
-    from mixatlas.space import MixtureSpace
+    from mixatlas.search.setup import open_study
+    from mixatlas.search.study import TrialState
 
-    objective = build_objective(spec)
-    meta = {"atlas": str(atlas.dir), "atlas_fingerprint": atlas.fingerprint,
-            "centroids_fingerprint": atlas.centroids_fingerprint, "demo": True,
-            # common random numbers: every trial trains at the study seed, so trials differ by mixture only
-            "trial_seeds": "shared"}
-    paths = []
-    for axis, method, budget in runs:
-        path = study_path(out, axis, method)
-        paths.append(path)
-        if path.exists():
-            study = Study.open(path)
-        else:
-            space = MixtureSpace.from_atlas(atlas, mode=axis, planned_samples=plan.manifest_samples,
-                                            max_epochs=plan.max_epochs)
-            study = Study.create(path, space=space, objective_spec=spec,
-                                 target=Target.parse(TARGET, minimize=True), method=method,
-                                 budget=budget, seed=plan.seed, meta=meta)
+    for run in studies:
+        study, objective = open_study(_study_config(run, atlas_dir, proxy_yaml, plan))
         try:
             if study.count(TrialState.DONE) >= study.budget:
-                console.print(f"  {axis}-{method}: done already")
+                console.print(f"  {run.name}: done already")
                 continue
-            console.print(f"  {axis} axis, {method}: {study.budget} proxy runs")
+            console.print(f"  {run.axis} axis, {run.method}: {study.budget} proxy runs")
             run_search(study, objective, executor, parallel=plan.parallel)
         finally:
             study.close()
-    return paths
 
 
-def _final_evaluation(out: Path, studies: list[Path], plan: DemoPlan, spec: dict,
+def _study_config(run: DemoStudy, atlas_dir: Path, proxy_yaml: Path, plan: DemoPlan) -> SearchConfig:
+    """What `mixatlas search` would be given for this study; an existing study resumes as it is stored."""
+    if run.path.exists():
+        return SearchConfig(study=run.path)
+    return SearchConfig(
+        atlas=atlas_dir, space=run.axis, planned_samples=plan.manifest_samples, max_epochs=plan.max_epochs,
+        objective="proxy", proxy_config=proxy_yaml, target=TARGET, minimize=True, method=run.method,
+        budget=run.budget, seed=plan.seed, study=run.path, parallel=plan.parallel,
+        # common random numbers: every trial trains at the study seed, so trials differ by mixture only
+        trial_seeds="shared",
+    )
+
+
+def _final_evaluation(out: Path, studies: list[DemoStudy], plan: DemoPlan,
                       executor: Any) -> dict[str, list[float]]:
     """Target values of each study's recommended mixture re-trained at seeds FINAL_SEED + r.
 
@@ -200,65 +225,63 @@ def _final_evaluation(out: Path, studies: list[Path], plan: DemoPlan, spec: dict
     fresh seeds compares the mixtures themselves. Results accumulate in OUT/final_eval.json (resumable).
     """
     from mixatlas.errors import MixAtlasError
-    from mixatlas.objectives.base import Target
     from mixatlas.objectives.registry import build_objective
-    from mixatlas.search.loop import run_trial
+    from mixatlas.search.loop import MixtureJob, evaluate_mixtures
     from mixatlas.search.recommend import recommend
     from mixatlas.search.study import Study
 
     record = out / "final_eval.json"
     values: dict[str, dict[str, float]] = json.loads(record.read_text()) if record.is_file() else {}
-    objective, target = build_objective(spec), Target.parse(TARGET, minimize=True)
-    pending = {}
-    for path in studies:
-        name = path.parent.name
-        missing = [r for r in range(plan.final_seeds) if str(r) not in values.get(name, {})]
+    jobs, objective, target = [], None, None
+    for run in studies:
+        missing = [r for r in range(plan.final_seeds) if str(r) not in values.get(run.name, {})]
         if not missing:
             continue
-        study = Study.open(path)
+        study = Study.open(run.path)
         try:
-            mixture = recommend(study).mixture
+            mixture, target = recommend(study).mixture, study.target
+            objective = objective or build_objective(study.objective_spec)
         finally:
             study.close()
-        for r in missing:
-            folder = out / "final" / name / f"seed-{r}"
-            handle = executor.submit(run_trial, objective, mixture.to_dict(), r, str(folder),
-                                     FINAL_SEED + r, None)
-            pending[handle] = (name, r)
-    if not pending:
+        jobs += [MixtureJob((run.name, r), mixture, out / "final" / run.name / f"seed-{r}", FINAL_SEED + r, r)
+                 for r in missing]
+    if not jobs:
         console.print("  done already")
-    with progress_bar(True, "re-training recommendations", total=len(pending), transient=True) as bar:
-        while pending:
-            for handle in executor.wait(list(pending), timeout=1.0):
-                name, r = pending.pop(handle)
-                outcome = executor.result(handle)
-                if not outcome.ok:
-                    raise MixAtlasError(f"final evaluation of {name} at seed {r}: {outcome.error}; rerun")
-                values.setdefault(name, {})[str(r)] = target.value(outcome.result.metrics)
-                record.write_text(json.dumps(values, indent=1))
-                bar(1)
+    with progress_bar(True, "re-training recommendations", total=len(jobs), transient=True) as bar:
+        for job, outcome in evaluate_mixtures(objective, executor, jobs):
+            name, r = job.key
+            if not outcome.ok:
+                raise MixAtlasError(f"final evaluation of {name} at seed {r}: {outcome.error}; rerun")
+            values.setdefault(name, {})[str(r)] = target.value(outcome.result.metrics)
+            record.write_text(json.dumps(values, indent=1))
+            bar(1)
     return {name: [by_seed[str(r)] for r in range(plan.final_seeds)] for name, by_seed in values.items()}
 
 
-def _recipe(out: Path, studies: list[Path], final: dict[str, list[float]]) -> Path:
-    """One recipe per gp-ucb study (baselines: the same axis's other methods; for the joint search every
-    per-axis baseline); the one with the best re-evaluated mean becomes recipe.yaml."""
+def _baselines(run: DemoStudy, studies: list[DemoStudy]) -> list[DemoStudy]:
+    """The studies `run` is compared with: its axis's other methods; for the joint search (no other
+    method on its axis) every per-axis baseline."""
+    same_axis = [s for s in studies if s.axis == run.axis and s is not run]
+    return same_axis or [s for s in studies if s.method != "gp-ucb"]
+
+
+def _recipe(out: Path, studies: list[DemoStudy], final: dict[str, list[float]]) -> Path:
+    """One recipe per gp-ucb study (baselines as `_baselines`); the one with the best re-evaluated mean
+    becomes recipe.yaml."""
     from mixatlas.recipe import recipe_from_study
 
     chosen = out / "recipe.yaml"
     made = False
-    for path in studies:
-        axis, method = path.parent.name.split("-", 1)
-        target = out / "recipes" / f"{axis}.yaml"
-        if method != "gp-ucb" or target.is_file():
+    searched = [run for run in studies if run.method == "gp-ucb"]
+    for run in searched:
+        target = out / "recipes" / f"{run.axis}.yaml"
+        if target.is_file():
             continue
-        baselines = [p for p in studies if p.parent.name.split("-", 1)[0] == axis and p != path]
-        recipe_from_study(path, baselines=baselines or [
-            p for p in studies if not p.parent.name.endswith("gp-ucb")]).save(target)
+        recipe_from_study(run.path, baselines=[b.path for b in _baselines(run, studies)]).save(target)
         made = True
     if made or not chosen.is_file():
-        best = min((name for name in final if name.endswith("-gp-ucb")), key=lambda n: np.mean(final[n]))
-        shutil.copyfile(out / "recipes" / f"{best.split('-', 1)[0]}.yaml", chosen)
+        best = DEMO_TARGET.best(searched, key=lambda run: float(np.mean(final[run.name])))
+        shutil.copyfile(out / "recipes" / f"{best.axis}.yaml", chosen)
     else:
         console.print("  done already")
     return chosen
@@ -276,14 +299,14 @@ def _materialize(out: Path, atlas: Any, recipe: Path, plan: DemoPlan) -> Path:
     return folder / "manifest.jsonl"
 
 
-def _report(out: Path, studies: list[Path], atlas: Any, recipe: Path) -> Path:
+def _report(out: Path, studies: list[DemoStudy], atlas: Any, recipe: Path) -> Path:
     from mixatlas.report import build_report
 
     index = out / "report" / "index.html"
     if index.is_file() and index.stat().st_mtime >= recipe.stat().st_mtime:
         console.print("  done already")
         return index
-    return build_report(studies, out / "report", atlas=atlas.dir, recipe=recipe)
+    return build_report([run.path for run in studies], out / "report", atlas=atlas.dir, recipe=recipe)
 
 
 def seed_noise_sd(final: dict[str, list[float]]) -> float | None:
@@ -298,24 +321,21 @@ def seed_noise_sd(final: dict[str, list[float]]) -> float | None:
     return (sum_sq / dof) ** 0.5 if dof else None
 
 
-def gains(final: dict[str, list[float]],
+def gains(studies: list[DemoStudy], final: dict[str, list[float]],
           noise_sd: float | None) -> list[tuple[str, str, float, float | None]]:
     """(axis, best baseline, gain, sd) of each gp-ucb study over the best baseline re-evaluated alongside.
 
-    Baselines are the same axis's other methods (all per-axis baselines for the joint search). gain =
-    baseline mean - gp-ucb mean (positive = gp-ucb better); sd = noise_sd * sqrt(2 / seeds), each mean
-    being an average of `seeds` runs with the pooled seed-to-seed sd.
+    Baselines as `_baselines`. gain = how much better the gp-ucb mean is than the baseline's (positive =
+    gp-ucb better); sd = noise_sd * sqrt(2 / seeds), each mean being an average of `seeds` runs with the
+    pooled seed-to-seed sd.
     """
     rows = []
-    for name in final:
-        axis, method = name.split("-", 1)
-        if method != "gp-ucb":
+    for run in studies:
+        pool = [b for b in _baselines(run, studies) if b.name in final]
+        if run.method != "gp-ucb" or run.name not in final or not pool:
             continue
-        pool = [n for n in final if n.startswith(f"{axis}-") and n != name] or [
-            n for n in final if not n.endswith("-gp-ucb")]
-        if not pool:
-            continue
-        best = min(pool, key=lambda n: np.mean(final[n]))
-        sd = None if noise_sd is None else noise_sd * (2.0 / len(final[name])) ** 0.5
-        rows.append((axis, best, float(np.mean(final[best]) - np.mean(final[name])), sd))
+        mean = {b.name: float(np.mean(final[b.name])) for b in [run, *pool]}
+        best = DEMO_TARGET.best(pool, key=lambda b: mean[b.name])
+        sd = None if noise_sd is None else noise_sd * (2.0 / len(final[run.name])) ** 0.5
+        rows.append((run.axis, best.name, DEMO_TARGET.gain(mean[run.name], mean[best.name]), sd))
     return rows

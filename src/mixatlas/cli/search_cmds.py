@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import inspect
+import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import typer
 
@@ -22,97 +25,60 @@ study_app = typer.Typer(
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the top-level app."""
-    app.command("search")(search)
+    app.command("search")(search_command())
     app.add_typer(study_app, name="study")
 
 
-def search(
-    config: Path | None = typer.Option(
-        None, "--config", help="search.yaml; flags below override its values."
-    ),
-    atlas: Path | None = typer.Option(None, "--atlas", help="Atlas folder: search its concept x task cells."),
-    pool: Path | None = typer.Option(None, "--pool", help="CSV of trained mixtures (a pool problem)."),
-    weight_cols: str | None = typer.Option(
-        None, "--weight-cols", help="Prefix of the pool's weight columns."
-    ),
-    synthetic: str | None = typer.Option(
-        None, "--synthetic", help="Synthetic family: task|concept|factored|joint."
-    ),
-    noise: float | None = typer.Option(None, "--noise", help="Observation noise of the synthetic problem."),
-    space: str | None = typer.Option(None, "--space", help="Atlas search mode: task|concept|factored|joint."),
-    within: str | None = typer.Option(None, "--within", help="Split inside the free axis: natural|uniform."),
-    max_epochs: float | None = typer.Option(
-        None, "--max-epochs", help="Epoch cap: epochs a cell may repeat."
-    ),
-    planned_samples: int | None = typer.Option(
-        None, "--planned-samples", help="Epoch cap: planned samples N."
-    ),
-    objective: str | None = typer.Option(
-        None, "--objective", help="proxy|command|lmms-eval|pool|synthetic|callable."
-    ),
-    command: str | None = typer.Option(
-        None, "--command", help='Argv template, e.g. "python train.py {trial_dir}".'
-    ),
-    function: str | None = typer.Option(
-        None, "--function", help="Callable objective: package.module:function."
-    ),
-    lmms_tasks: str | None = typer.Option(
-        None, "--lmms-tasks", help="lmms-eval objective: tasks run after --command trains (chartqa,ai2d)."
-    ),
-    lmms_model: str | None = typer.Option(None, "--lmms-model", help="lmms-eval --model (llava_onevision)."),
-    lmms_model_args: str | None = typer.Option(
-        None, "--lmms-model-args", help="lmms-eval --model_args (pretrained={trial_dir}/checkpoint)."
-    ),
-    lmms_eval_command: str | None = typer.Option(
-        None, "--lmms-eval-command", help='lmms-eval launcher ("python -m lmms_eval").'
-    ),
-    proxy_config: Path | None = typer.Option(
-        None, "--proxy-config", help="proxy.yaml for the proxy objective."
-    ),
-    target: str | None = typer.Option(None, "--target", help='Metric or "0.5*a/nll + 0.5*b/nll".'),
-    minimize: bool | None = typer.Option(None, "--minimize/--maximize", help="Direction of the target."),
-    method: str | None = typer.Option(None, "--method", help="gp-ucb|regmix|random|uniform|natural."),
-    budget: int | None = typer.Option(
-        None, "--budget", help="Objective evaluations (initial design included)."
-    ),
-    seed: int | None = typer.Option(None, "--seed"),
-    trial_seeds: str | None = typer.Option(
-        None, "--trial-seeds", help="per-trial (seed + trial id) or shared (common random numbers)."
-    ),
-    study: Path | None = typer.Option(None, "--study", help="Study file; an existing one is resumed."),
-    share_from: list[Path] | None = typer.Option(
-        None, "--share-from",
-        help="Take over the finished trials of this study (same atlas, space, objective; another target)"
-        " when creating the new one. Repeatable.",
-    ),
-    runs_dir: Path | None = typer.Option(
-        None, "--runs-dir", help="Trial folders (default: beside the study)."
-    ),
-    executor: str | None = typer.Option(None, "--executor", help="local|ray|slurm."),
-    parallel: int | None = typer.Option(None, "--parallel", help="Trials in flight."),
-    ray_address: str | None = typer.Option(
-        None, "--ray-address", help="Existing Ray cluster (else local Ray)."
-    ),
-    gpus_per_trial: float | None = typer.Option(None, "--gpus-per-trial"),
-    cpus_per_trial: float | None = typer.Option(None, "--cpus-per-trial"),
-    slurm_partition: str | None = typer.Option(None, "--slurm-partition"),
-    slurm_cluster: str | None = typer.Option(None, "--slurm-cluster", help="slurm, or local (no cluster)."),
-    slurm_timeout_min: int | None = typer.Option(
-        None, "--slurm-timeout-min", help="Slurm job time limit (default: --timeout rounded up + 1, else 60)."
-    ),
-    retries: int | None = typer.Option(None, "--retries", help="Retries of a failed trial (same mixture)."),
-    timeout: float | None = typer.Option(None, "--timeout", help="Per-trial time limit in seconds."),
-    track: str | None = typer.Option(None, "--track", help="Log every trial to mlflow|tensorboard|wandb."),
-    track_uri: str | None = typer.Option(None, "--track-uri", help="Tracker URI or folder."),
-) -> None:
-    """Search mixtures for the best target value; rerun the same command to resume a stopped search."""
-    flags = dict(locals())  # first statement: exactly the options above
-    config_path = flags.pop("config")
-    from mixatlas.executors import make_executor
-    from mixatlas.search.config import SearchConfig, open_study
-    from mixatlas.search.loop import default_runs_dir, open_tracker, run_search
+def search_command() -> Callable[..., None]:
+    """`mixatlas search`: `--config` plus one flag per `SearchConfig` field (name, type, help and choices
+    come from the field), so a new search option is declared once, in the config."""
+    from mixatlas.search.config import SearchConfig
 
-    cfg = SearchConfig.load(config_path, flags)
+    parameters = [_parameter("config", Path | None, typer.Option(
+        None, "--config", help="search.yaml; flags below override its values."
+    ))]
+    for name, field in SearchConfig.model_fields.items():
+        extra = field.json_schema_extra or {}
+        flag = extra.get("flag", "--" + name.replace("_", "-"))
+        if flag is None:
+            continue
+        kind, choices = _flag_type(field.annotation, bool(extra.get("one_string")))
+        help_text = field.description or ""
+        if choices:
+            help_text = f"{help_text.rstrip('.')}: {'|'.join(choices)}."
+        parameters.append(_parameter(name, kind, typer.Option(None, flag, help=help_text)))
+
+    def search(**flags: Any) -> None:
+        _search(**flags)
+
+    search.__doc__ = _search.__doc__
+    search.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    search.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": None}
+    return search
+
+
+def _parameter(name: str, annotation: Any, option: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+
+
+def _flag_type(annotation: Any, one_string: bool) -> tuple[Any, tuple[str, ...]]:
+    """The flag's type (always optional: an unset flag leaves the YAML / default value) and its choices."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    base = args[0] if len(args) == 1 else annotation
+    if typing.get_origin(base) is Literal:
+        return str | None, tuple(typing.get_args(base))
+    if typing.get_origin(base) is list:
+        return (str | None, ()) if one_string else (list[typing.get_args(base)[0]] | None, ())
+    return base | None, ()
+
+
+def _search(config: Path | None = None, **flags: Any) -> None:
+    """Search mixtures for the best target value; rerun the same command to resume a stopped search."""
+    from mixatlas.search.config import SearchConfig
+    from mixatlas.search.loop import default_runs_dir, open_executor, open_tracker, run_search
+    from mixatlas.search.setup import open_study
+
+    cfg = SearchConfig.load(config, flags)
     study_obj, objective_obj = open_study(cfg)
     runs = cfg.runs_dir or default_runs_dir(study_obj.path)
     done = study_obj.count(TrialState.DONE)
@@ -122,17 +88,7 @@ def search(
         f"{study_obj.space.describe()}",
         highlight=False,
     )
-    with make_executor(
-        cfg.executor,
-        parallel=cfg.parallel,
-        folder=runs,
-        ray_address=cfg.ray_address,
-        gpus_per_trial=cfg.gpus_per_trial,
-        cpus_per_trial=cfg.cpus_per_trial,
-        slurm_partition=cfg.slurm_partition,
-        slurm_cluster=cfg.slurm_cluster,
-        timeout_min=cfg.slurm_job_minutes,
-    ) as pool:
+    with open_executor(cfg, runs) as pool:
         run_search(
             study_obj,
             objective_obj,
@@ -154,7 +110,7 @@ def show(
     """Print the trial table and the current recommendation."""
     from mixatlas.search.study import Study
 
-    study_obj = Study.open(study)
+    study_obj = Study.open(study, read_only=True)
     print_trials(study_obj)
     if study_obj.count(TrialState.DONE):
         print_recommendation(study_obj)

@@ -76,7 +76,7 @@ def show_demo_summary(outputs: DemoOutputs) -> None:
                   title_justify="left")
     for col in ("axis", "best baseline", "gain ± sd"):
         table.add_column(col)
-    for axis, baseline, gain, sd in gains(final, noise):
+    for axis, baseline, gain, sd in gains(outputs.studies, final, noise):
         table.add_row(axis, baseline, f"{gain:+.4f}" + ("" if sd is None else f" ± {sd:.4f}"))
     console.print(table)
     console.print(f"finished in {outputs.elapsed_s / 60:.1f} min")

@@ -14,7 +14,8 @@ from mixatlas.console import progress_bar
 from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Target
 from mixatlas.publish import check_replaceable, fresh_staging, publish
-from mixatlas.recipe.recipe import Recipe, recipe_from_study, resolve_study_path
+from mixatlas.recipe.from_study import recipe_from_study, resolve_study_path
+from mixatlas.recipe.recipe import Recipe
 from mixatlas.report import figures
 from mixatlas.space import Mixture
 
@@ -286,6 +287,15 @@ def build_report(studies: list[Path], out: Path, atlas: Path | None = None,
             shutil.copyfile(atlas_dir / "exemplars.png", out / "exemplars.png")
             sections.append("<h2>Concepts</h2><p>Exemplar images of each concept cluster.</p>"
                             "<img src='exemplars.png' alt='concept exemplars'>")
+        if atlas_dir is not None and (atlas_dir / "samples.parquet").is_file():
+            from mixatlas.atlas.audit import audit_atlas, summary
+
+            rows = summary(audit_atlas(atlas_dir, n=1))
+            sections.append("<h2>Task typing</h2><p>Which rule decided each sample's task (<code>mixatlas "
+                            "atlas audit</code> lists examples).</p>" + _table(
+                                ["task", "samples", "share", "main rules", "mixed turns", "low confidence"],
+                                [[r["task"], r["samples"], f"{r['share']:.1%}", r["rules"], r["mixed"],
+                                  r["low_confidence"]] for r in rows]))
         bar(1)
 
         curve_panels = {

@@ -24,10 +24,11 @@ import numpy as np
 
 from mixatlas.console import progress_bar
 from mixatlas.errors import MixAtlasError
-from mixatlas.executors import Executor, Handle
+from mixatlas.executors import Executor, Handle, make_executor
 from mixatlas.objectives.base import Objective, Result, TrialContext, TrialFolder
 from mixatlas.processes import GROUP_RECORD, end_recorded_group
 from mixatlas.search.base import History
+from mixatlas.search.config import SearchConfig
 from mixatlas.search.study import Study, Trial, TrialState
 from mixatlas.space import Mixture
 from mixatlas.tracking import TrackedRun, Tracker, make_tracker, mixture_params
@@ -104,6 +105,23 @@ def run_trial(
         result.cost_s = time.monotonic() - started
     folder.finish(result)
     return TrialOutcome(result=result, worker=worker)
+
+
+@contextlib.contextmanager
+def open_executor(config: SearchConfig, runs_dir: Path) -> Iterator[Executor]:
+    """The executor `config` names (kind, parallelism, Ray / Slurm resources), shut down on exit."""
+    with make_executor(
+        config.executor,
+        parallel=config.parallel,
+        folder=runs_dir,
+        ray_address=config.ray_address,
+        gpus_per_trial=config.gpus_per_trial,
+        cpus_per_trial=config.cpus_per_trial,
+        slurm_partition=config.slurm_partition,
+        slurm_cluster=config.slurm_cluster,
+        timeout_min=config.slurm_job_minutes,
+    ) as executor:
+        yield executor
 
 
 def run_search(
@@ -190,12 +208,50 @@ def _inflight_requeued(
         inflight.clear()
 
 
+@dataclass(frozen=True)
+class MixtureJob:
+    """One evaluation outside any study's budget (e.g. a recommendation re-trained at a fresh seed).
+
+    `key` is the caller's name for it; the job runs as trial `trial_id` in `trial_dir` with `seed`.
+    """
+
+    key: Any
+    mixture: Mixture
+    trial_dir: Path
+    seed: int
+    trial_id: int = 0
+
+
+def evaluate_mixtures(
+    objective: Objective, executor: Executor, jobs: list[MixtureJob], timeout_s: float | None = None
+) -> Iterator[tuple[MixtureJob, TrialOutcome]]:
+    """Run every job through `run_trial` on `executor` (all submitted at once, the executor's parallelism
+    applies); yields (job, outcome) as each finishes."""
+    pending = {
+        executor.submit(
+            run_trial, objective, job.mixture.to_dict(), job.trial_id, str(job.trial_dir), job.seed, timeout_s
+        ): job
+        for job in jobs
+    }
+    while pending:
+        for handle in executor.wait(list(pending), timeout=_POLL_S):
+            job = pending.pop(handle)
+            yield job, _collect(executor, handle)
+
+
 def trial_seed(study: Study, trial: Trial) -> int:
     """The training seed of `trial`: the study seed for every trial when the study shares seeds (common
-    random numbers), else seed + the id of the trial's first attempt (a retry reruns the same seed)."""
+    random numbers), else seed + the id of the trial's first attempt (a retry reruns the same seed).
+    A replicate (params equal to an earlier trial's, proposed by the optimizer to measure noise) gets a
+    new seed in both modes: shared seeds add the replicate's index among the trials with its params."""
+    root = trial.retry_of if trial.retry_of is not None else trial.id
     if study.meta.get("trial_seeds") == "shared":
-        return study.seed
-    return study.seed + (trial.retry_of if trial.retry_of is not None else trial.id)
+        earlier = [
+            t for t in study.trials()
+            if t.id < root and t.retry_of is None and np.array_equal(t.params, trial.params)
+        ]
+        return study.seed + len(earlier)
+    return study.seed + root
 
 
 def _next_trials(
