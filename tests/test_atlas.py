@@ -20,7 +20,8 @@ from mixatlas.publish import staging_dir
 sys.path.insert(0, str(Path(__file__).parent))
 from test_embed import save_tiny_clip
 
-TABLE_COLUMNS = ["id", "source", "image", "concept", "task", "shard", "offset", "conversations"]
+TABLE_COLUMNS = ["id", "source", "image", "concept", "task", "shard", "offset", "conversations", "task_rule",
+                 "task_mix"]
 
 
 def truth(corpus: Path) -> dict[str, dict]:

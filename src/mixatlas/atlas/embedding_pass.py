@@ -181,10 +181,12 @@ class _EmbeddingPass:
 
     def accept(self, buffer: _ShardBuffer, samples: list, emb_nd: np.ndarray) -> None:
         for sample in samples:
+            typing = self.typer.type(sample)
             for column, value in (("id", sample.id), ("source", sample.source), ("image", sample.image),
-                                  ("task", self.typer.task_of(sample)), ("shard", sample.shard),
+                                  ("task", typing.task), ("shard", sample.shard),
                                   ("offset", int(sample.offset)),
-                                  ("conversations", json.dumps(sample.conversations, ensure_ascii=False))):
+                                  ("conversations", json.dumps(sample.conversations, ensure_ascii=False)),
+                                  ("task_rule", typing.rule), ("task_mix", typing.mix)):
                 buffer.rows[column].append(value)
         buffer.embeddings.append(emb_nd)
 

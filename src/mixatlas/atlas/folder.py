@@ -27,7 +27,7 @@ import pydantic
 from mixatlas.errors import MixAtlasError
 
 ATLAS_VERSION = 1
-ROW_COLUMNS = ("id", "source", "image", "task", "shard", "offset", "conversations")
+ROW_COLUMNS = ("id", "source", "image", "task", "shard", "offset", "conversations", "task_rule", "task_mix")
 
 
 def row_schema() -> Any:
@@ -36,7 +36,7 @@ def row_schema() -> Any:
 
     return pa.schema([("id", pa.string()), ("source", pa.string()), ("image", pa.string()),
                       ("task", pa.string()), ("shard", pa.string()), ("offset", pa.int64()),
-                      ("conversations", pa.string())])
+                      ("conversations", pa.string()), ("task_rule", pa.string()), ("task_mix", pa.string())])
 
 
 def table_schema() -> Any:
