@@ -14,6 +14,7 @@ from mixatlas.errors import MixAtlasError
 
 if TYPE_CHECKING:
     from mixatlas.atlas import Atlas
+    from mixatlas.atlas.audit import AuditReport
 
 FORMAT_HELP = "llava-json | jsonl | wds | parquet (default: from the file extensions)."
 OUTSIDE_HELP = "Accept image paths outside the corpus file's folder (../x, absolute paths elsewhere)."
@@ -66,7 +67,9 @@ def decompose(
     out: Annotated[Path, typer.Option("--out", "-o", help="Atlas folder to write (resumes if present).")],
     embedder: Annotated[str, typer.Option(help="pixels (offline) | clip:<hub-id-or-path>[,bf16]")] = "pixels",
     k: Annotated[str, typer.Option("--k", help="Number of concepts, or 'auto' (silhouette).")] = "10",
-    tasks: Annotated[str, typer.Option(help="Task typing: rules | field:NAME | map:FILE.")] = "rules",
+    tasks: Annotated[str, typer.Option(help="Task typing: auto (explicit field > known-corpus map > "
+                                       "rules) | rules | field:NAME | map:FILE.yaml; comma-join to combine.")
+                     ] = "auto",
     fmt: Annotated[str | None, typer.Option("--format", help=FORMAT_HELP)] = None,
     source_field: Annotated[str | None, typer.Option(help="Record field naming the source.")] = None,
     strict: Annotated[bool, typer.Option(help="Stop at the first bad record or image.")] = False,
@@ -159,7 +162,60 @@ def name(
                   highlight=False, markup=False)
 
 
+def _print_audit(report: AuditReport) -> None:
+    """Rich view of an audit: one table of rules per task, then the mixed and low-confidence samples."""
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console()  # the audit is the command's output: stdout
+    out.print(f"[bold]{report.atlas}[/]: {report.n_samples} samples typed with --tasks {report.task_rules}"
+              + (" (re-typed: the atlas has no task_rule column)" if report.retyped else ""), soft_wrap=True)
+    for task, audit in report.tasks.items():
+        table = Table(title=f"{task}: {audit.n} samples, {audit.mixed} mixed, {audit.low_confidence} low "
+                            "confidence", title_justify="left")
+        table.add_column("rule")
+        table.add_column("samples", justify="right")
+        table.add_column("example prompts", overflow="fold")
+        for rule, count in audit.rules.most_common():
+            table.add_row(rule, str(count), "\n".join(audit.examples.get(rule, [])))
+        out.print(table)
+    for title, items in (("mixed samples (turns of several tasks)", report.mixed),
+                         ("low-confidence samples", report.low_confidence)):
+        if not items:
+            continue
+        table = Table(title=title, title_justify="left")
+        for column in ("source", "task", "rule", "turns", "prompt"):
+            table.add_column(column, overflow="fold")
+        for item in items:
+            table.add_row(item["source"], item["task"], item["rule"], item["mix"], item["prompt"])
+        out.print(table)
+
+
+@atlas_app.command("audit")
+def audit(
+    atlas_dir: Annotated[Path, typer.Argument(metavar="ATLAS", help="Atlas folder.")],
+    task: Annotated[str | None, typer.Option(help="Audit one task only.")] = None,
+    n: Annotated[int, typer.Option("--n", help="Examples per list.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the audit as JSON.")] = False,
+    export: Annotated[Path | None, typer.Option(help="Write a source -> task map for --tasks map:.")] = None,
+    min_share: Annotated[float, typer.Option(help="Export sources whose main task has this share.")] = 0.9,
+) -> None:
+    """How the atlas's tasks were decided: rules per task with counts and prompts, mixed and
+    low-confidence samples, and an exportable source -> task map."""
+    from mixatlas.atlas.audit import audit_atlas, export_map
+
+    report = audit_atlas(atlas_dir, task=task, n=n)
+    mapped = export_map(report, export, min_share) if export is not None else None
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=1, ensure_ascii=False))
+    else:
+        _print_audit(report)
+    if export is not None:
+        console.print(f"wrote {export}: {len(mapped)} of {len(report.sources)} sources mapped; rebuild with "
+                      f"--tasks map:{export}", soft_wrap=True, highlight=False, markup=False)
+
+
 def register(app: typer.Typer) -> None:
-    """Add `decompose` and the `atlas` sub-app (show, assign, name) to the top-level app."""
+    """Add `decompose` and the `atlas` sub-app (show, assign, name, audit) to the top-level app."""
     app.command("decompose")(decompose)
     app.add_typer(atlas_app, name="atlas")
