@@ -169,9 +169,9 @@ def _resolve_inputs(corpus: Path | str, fmt: str | None, source_field: str | Non
 
 def _task_rules(spec: str) -> str:
     """The task spec with a map file made absolute, so `atlas assign` applies the same rules from anywhere."""
-    if spec.startswith("map:"):
-        return "map:" + str(Path(spec[4:]).expanduser().resolve())
-    return spec
+    from mixatlas.atlas.tasks import resolve_spec
+
+    return resolve_spec(spec)
 
 
 def _embed_into(out: Path, inputs: _Inputs, embedder: Embedder, task_rules: str, strict: bool,
@@ -180,12 +180,13 @@ def _embed_into(out: Path, inputs: _Inputs, embedder: Embedder, task_rules: str,
     """Run (or resume) the embedding pass into OUT/embeddings; returns (cache, reject counts by reason).
 
     `ray` (keyword arguments of `distributed.embed_corpus_ray`) runs the pass on Ray Data instead."""
-    from mixatlas.atlas.tasks import TaskTyper
+    from mixatlas.atlas.tasks import TYPING_VERSION, TaskTyper
     from mixatlas.corpus import Rejects
 
     typer = TaskTyper.from_spec(task_rules)
     key = {"fingerprint": inputs.fingerprint, "format": inputs.fmt, "source_field": inputs.source_field,
-           "embedder": embedder.spec, "dim": embedder.dim, "tasks": task_rules, "shard_size": shard_size,
+           "embedder": embedder.spec, "dim": embedder.dim, "tasks": task_rules, "typing": TYPING_VERSION,
+           "shard_size": shard_size,
            "allow_outside_root": allow_outside_root, "max_pixels": max_pixels}
     cache = EmbeddingCache(out / "embeddings", key)
     with Rejects(out / "rejects.jsonl", strict) as rejects:
@@ -250,7 +251,7 @@ def _concept_names(embedder: Embedder, centroids_kd: np.ndarray, summary: TableS
 
 
 def build_atlas(corpus: Path | str, out: Path | str, *, embedder: str = "pixels", k: int | str = 10,
-                tasks: str = "rules", fmt: str | None = None, source_field: str | None = None,
+                tasks: str = "auto", fmt: str | None = None, source_field: str | None = None,
                 strict: bool = False, seed: int = 0, batch_size: int = 256, workers: int = 2,
                 progress: bool = True, concept_prompts: Sequence[str] | None = None,
                 shard_size: int = SHARD_SIZE, allow_outside_root: bool = False,
