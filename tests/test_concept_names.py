@@ -30,10 +30,12 @@ def named_atlas(synth_corpus: Path, tmp_path_factory: pytest.TempPathFactory) ->
     root = tmp_path_factory.mktemp("named")
     atlas = build_atlas(synth_corpus, root / "A", k=3, workers=0, progress=False)
     assert atlas.concepts == ["c0", "c1", "c2"]
+    grid_before = (atlas.dir / "exemplars.png").read_bytes()
     names = root / "names.yaml"
     names.write_text("c0: receipts & forms\n1: skylines $5\nc2: charts\n")
     result = CliRunner().invoke(app, ["atlas", "name", str(atlas.dir), "--names", str(names)])
     assert result.exit_code == 0, result.output
+    assert (atlas.dir / "exemplars.png").read_bytes() != grid_before  # labels redrawn
     return atlas.dir
 
 

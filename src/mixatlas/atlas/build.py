@@ -217,7 +217,7 @@ def _finish_atlas(out: Path, fields: dict[str, Any], centroids_kd: np.ndarray,
     os.replace(tmp, out / "centroids.npy")
     write_exemplar_grid(out / "exemplars.png", summary.exemplars, fields["concepts"])
     info = AtlasInfo(**fields, counts=summary.counts_kt.tolist(), n_samples=summary.n_samples,
-                     exemplars="exemplars.png")
+                     exemplars="exemplars.png", exemplar_refs=tuple(map(tuple, summary.exemplars)))
     info.write(out / "atlas.json")
     final = target_of(out)
     publish(out, final)

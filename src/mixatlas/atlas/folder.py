@@ -87,6 +87,7 @@ class AtlasInfo:
     seed: int
     parent: AtlasParent | None = None
     exemplars: str | None = None
+    exemplar_refs: tuple[tuple[str, ...], ...] = ()  # per concept, the image refs drawn in `exemplars`
     version: int = ATLAS_VERSION
 
     def __post_init__(self) -> None:
@@ -199,7 +200,12 @@ class Atlas:
         return np.load(self.dir / "centroids.npy")
 
     def renamed(self, names: Sequence[str]) -> Atlas:
-        """Write `names` (k of them) as the concept names in atlas.json; samples and centroids stay."""
+        """Write `names` (k of them) as the concept names in atlas.json (and exemplars.png's labels);
+        samples and centroids stay."""
         info = dataclasses.replace(self.info, concepts=tuple(names))
+        if info.exemplars and info.exemplar_refs:  # redraw the grid with the new labels
+            from mixatlas.atlas.exemplars import write_exemplar_grid
+
+            write_exemplar_grid(self.dir / info.exemplars, info.exemplar_refs, info.concepts)
         info.write(self.dir / "atlas.json")
         return Atlas(self.dir, info)
