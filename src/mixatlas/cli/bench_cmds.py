@@ -80,11 +80,28 @@ def bench_pool(
     methods: str = typer.Option("gp-ucb,regmix,random", "--methods", help=METHODS_HELP),
     batch: int = typer.Option(1, "--batch", help="trials in flight"),
     json_path: Path | None = typer.Option(None, "--json", help="write the results JSON here"),
+    fidelity_col: str | None = typer.Option(
+        None, "--fidelity-col", help="column naming each row's fidelity (rows = mixture x fidelity)"
+    ),
+    costs: str | None = typer.Option(None, "--costs", help="cost per fidelity, e.g. 0.5b=1,3b=6,7b=14"),
+    target_fidelity: str | None = typer.Option(None, "--target-fidelity", help="fidelity to recommend for"),
+    budget_cost: float | None = typer.Option(None, "--budget-cost", help="total cost of the trials per run"),
 ) -> None:
-    """Run each method S times on a pool of trained mixtures; score the recommended row."""
+    """Run each method S times on a pool of trained mixtures; score the recommended row.
+
+    With --fidelity-col: mf-gp-ucb picks (mixture, fidelity); NAME runs at the target fidelity,
+    NAME@FID at FID only; every recommendation is scored among the target-fidelity rows."""
     from mixatlas.objectives.pool import PoolProblem
     from mixatlas.search.benchmark import pool_problem
 
+    if fidelity_col is not None:
+        result = _run_fidelity(
+            csv_path, weight_cols, target, minimize, fidelity_col, costs, target_fidelity, budget_cost,
+            seeds, methods,
+        )
+        print_result_table(result)
+        _write(result, json_path)
+        return
     pool = PoolProblem.from_csv(csv_path, weight_cols=weight_cols)
     problem = pool_problem(pool, target, minimize, name=csv_path.stem)
     if budget > len(problem.space.candidates):
@@ -92,6 +109,33 @@ def bench_pool(
     result = _run(lambda: problem, _methods(methods), budget, seeds, batch)
     print_result_table(result)
     _write(result, json_path)
+
+
+def _run_fidelity(
+    csv_path: Path, weight_cols: str, target: str, minimize: bool, fidelity_col: str, costs: str | None,
+    target_fidelity: str | None, budget_cost: float | None, seeds: int, methods: str,
+) -> dict:
+    """The fidelity pool benchmark (`mixatlas.search.fidelity_benchmark`) with a progress bar."""
+    from mixatlas.objectives.base import Target
+    from mixatlas.search.fidelity_benchmark import FidelityPool, run_fidelity_benchmark
+    from mixatlas.search.multifidelity import Fidelities
+
+    if costs is None or target_fidelity is None or budget_cost is None:
+        raise MixAtlasError(
+            "--fidelity-col needs --costs NAME=COST,..., --target-fidelity NAME and --budget-cost"
+        )
+    fidelities = Fidelities.parse(costs, target_fidelity)
+    pool = FidelityPool.from_csv(csv_path, weight_cols, fidelity_col, fidelities)
+    names = [name.strip() for name in methods.split(",") if name.strip()]
+    with progress() as bar:
+        task = bar.add_task("benchmark", total=None)
+
+        def advance(method: str, seed: int, n_done: int) -> None:
+            bar.update(task, advance=1, description=f"{method} seed {seed}")
+
+        return run_fidelity_benchmark(
+            pool, Target.parse(target, minimize=minimize), names, budget_cost, seeds, csv_path.stem, advance
+        )
 
 
 @bench_app.command("synthetic")

@@ -137,6 +137,41 @@ def transfer_cmd(
         json_out.write_text(json.dumps(report, indent=1))
 
 
+@analyze_app.command("fidelities")
+def fidelities_cmd(
+    csv_path: Path = typer.Argument(..., help="results at several fidelities: a row per mixture x fidelity"),
+    weight_cols: str = typer.Option(..., "--weight-cols", help="prefix of the weight columns"),
+    fidelity_col: str = typer.Option(..., "--fidelity-col", help="column naming each row's fidelity"),
+    target: str = typer.Option(..., "--target", help="metric compared across fidelities"),
+    target_fidelity: str = typer.Option(..., "--target-fidelity", help="the fidelity others are compared to"),
+    minimize: bool = typer.Option(False, "--minimize", help="smaller target is better (losses)"),
+    json_out: Path | None = typer.Option(None, "--json", help="also write the result here"),
+) -> None:
+    """Rank agreement of every fidelity with the target fidelity (Spearman, Kendall, bootstrap CIs)."""
+    from rich.table import Table
+
+    from mixatlas.analyze.fidelity import table_agreement
+
+    report = table_agreement(csv_path, weight_cols, fidelity_col, target, target_fidelity, minimize)
+    table = Table(title=f"{target}: rank agreement with fidelity {target_fidelity} (95% bootstrap CI)")
+    for column in ("fidelity", "mixtures", "Spearman", "95% CI", "Kendall", "95% CI", "its best's rank"):
+        table.add_column(column, justify="left" if column == "fidelity" else "right")
+    for row in report["rows"]:
+        if row["spearman"] is None:
+            table.add_row(row["fidelity"], str(row["n"]), "-", "", "-", "", "-")
+            continue
+        table.add_row(
+            row["fidelity"], str(row["n"]),
+            f"{row['spearman']:.3f}", "[{:.3f}, {:.3f}]".format(*row["spearman_ci"]),
+            f"{row['kendall']:.3f}", "[{:.3f}, {:.3f}]".format(*row["kendall_ci"]),
+            f"{row['best_rank_at_target']} of {row['n']}",
+        )
+    console.print(table)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=1))
+
+
 @analyze_app.command("steps-to-loss")
 def steps_cmd(
     run_dirs: list[Path] = typer.Argument(..., help="run folders with metrics.json curves"),
