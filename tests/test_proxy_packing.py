@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mixatlas.errors import MixAtlasError
+from mixatlas.objectives.base import Result
 from mixatlas.objectives.proxy.config import TinyArch
 from mixatlas.objectives.proxy.loss import linear_cross_entropy, proxy_loss
 from mixatlas.objectives.proxy.model import llava_from_configs, tiny_configs
@@ -53,7 +54,7 @@ def test_packed_and_padded_batches_give_the_same_loss():
     reference = padded(batch_items, PAD, max_len=40)
     packed = pack(batch_items, PAD, max_len=40, pack_len=48)
     assert packed["input_ids"].shape[0] < len(batch_items)  # samples really share rows
-    assert int(packed["tokens"]) == int(reference["tokens"])
+    assert sorted(packed["lengths"].tolist()) == sorted(reference["lengths"].tolist())
     with torch.no_grad():
         full = model(**device_batch(reference, "cpu", torch.float32)).loss
         chunked_padded = proxy_loss(model, device_batch(reference, "cpu", torch.float32), chunk=5)
@@ -92,3 +93,19 @@ def test_linear_cross_entropy_equals_full_logits_reference():
 def test_pack_rejects_rows_shorter_than_a_sample():
     with pytest.raises(MixAtlasError, match="pack_len"):
         pack(items(2, seed=4), PAD, max_len=40, pack_len=20)
+
+
+def test_tiny_trainer_gives_the_same_loss_packed_and_reports_its_cost(synth_corpus, tmp_path):
+    from mixatlas.atlas import Atlas, build_atlas
+    from mixatlas.objectives.proxy import ProxyConfig, resolve_mixture, train_proxy
+
+    atlas_dir = build_atlas(synth_corpus, tmp_path / "atlas", embedder="pixels", k=3, progress=False).dir
+    mixture = resolve_mixture("uniform", Atlas.load(atlas_dir))
+    fast = {"steps": 3, "batch_size": 8, "eval_samples": 2, "eval_generate": False, "warmup_steps": 1}
+    runs = [train_proxy(atlas_dir, mixture, ProxyConfig(**fast, pack_len=pack_len), tmp_path / f"r{i}",
+                        seed=0, progress=False) for i, pack_len in enumerate((None, 320))]
+    assert abs(runs[0].curve[0][1] - runs[1].curve[0][1]) < 1e-5  # same weights, same samples
+    for result in runs:
+        assert result.cost["tokens"] > 0 and result.cost["tokens_per_s"] > 0
+        assert result.cost["model_tflops"] > 0 and "mfu" not in result.cost  # no peak known for a CPU
+        assert Result.from_dict(result.to_dict()).cost == result.cost

@@ -34,15 +34,18 @@ class Result:
     """What an objective returns: the `metrics.json` contract.
 
     `metrics` maps names such as "chart-vqa/nll" to floats; `curve` is [[step, loss], ...];
-    `cost_s` the wall time the evaluation took.
+    `cost_s` the wall time the evaluation took; `cost` optional throughput figures (the proxy's tokens/s,
+    model TFLOP/s, MFU: see `objectives.proxy.cost`).
     """
 
     metrics: dict[str, float]
     curve: list[list[float]] = field(default_factory=list)
     cost_s: float | None = None
+    cost: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"metrics": self.metrics, "curve": self.curve, "cost_s": self.cost_s}
+        data = {"metrics": self.metrics, "curve": self.curve, "cost_s": self.cost_s}
+        return data | ({"cost": self.cost} if self.cost else {})
 
     @classmethod
     def from_dict(cls, data: dict, origin: str = "metrics.json") -> Result:
@@ -58,11 +61,13 @@ class Result:
             curve = [[float(s), float(v)] for s, v in data.get("curve") or []]
             cost = data.get("cost_s")
             cost_s = None if cost is None else float(cost)
-        except (TypeError, ValueError):
+            figures = {str(k): float(v) for k, v in (data.get("cost") or {}).items()}
+        except (TypeError, ValueError, AttributeError):
             raise MixAtlasError(
-                f'{origin}: "curve" must be [[step, loss], ...] and "cost_s" a number of seconds'
+                f'{origin}: "curve" must be [[step, loss], ...], "cost_s" a number of seconds and "cost" a '
+                "mapping of numbers"
             ) from None
-        return cls(metrics=metrics, curve=curve, cost_s=cost_s)
+        return cls(metrics=metrics, curve=curve, cost_s=cost_s, cost=figures)
 
     def save(self, path: Path) -> None:
         """Write atomically (a scratch file renamed into place), so a killed writer leaves no half file."""

@@ -56,7 +56,10 @@ class ProxyConfig(BaseModel):
     image_size: int = Field(64, ge=8, description="tiny preset image side (custom: the vision config's)")
     max_len: int = Field(160, ge=8, description="tokens per sample, image tokens included")
     bf16: bool = False
-    compile: bool = False
+    compile: bool = Field(False, description="torch.compile each transformer block (GPU runs)")
+    pack_len: int | None = Field(None, ge=8, description="pack samples into rows of this many tokens "
+                                 "(>= max_len), attention kept per sample; None = one padded row each")
+    checkpointing: bool = Field(False, description="activation checkpointing (less memory, more compute)")
     eval_benchmarks: list[str] | None = Field(None, description="None = every *.jsonl in eval_dir")
     eval_dir: str | None = Field(None, description="None = <atlas corpus>/eval")
     eval_samples: int = Field(64, ge=1, description="samples per benchmark (the first ones in the file)")

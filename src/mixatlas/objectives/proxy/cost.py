@@ -65,6 +65,20 @@ class ProxyFlops:
         return asdict(self)
 
 
+# Dense bf16 peak TFLOP/s by device-name fragment (vendor datasheets, SXM parts); MFU is left out elsewhere.
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+
+
+def peak_tflops(device) -> float | None:
+    """The dense bf16 peak of a CUDA `device` from `PEAK_BF16_TFLOPS`, None for the CPU or an unlisted GPU."""
+    if getattr(device, "type", "cpu") != "cuda":
+        return None
+    import torch
+
+    name = torch.cuda.get_device_name(device)
+    return next((peak for fragment, peak in PEAK_BF16_TFLOPS.items() if fragment in name), None)
+
+
 def mfu(flops: float, seconds: float, peak_tflops: float) -> float:
     """Model FLOPs utilization: achieved FLOP/s over the peak."""
     return flops / seconds / (peak_tflops * 1e12)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mixatlas.errors import MixAtlasError
-from mixatlas.objectives.proxy.model import CLIP_MEAN, CLIP_STD
-from mixatlas.objectives.proxy.tokenizer import IGNORE_INDEX, ChatFormat
+from mixatlas.objectives.proxy.packing import device_batch, layout, padded
+from mixatlas.objectives.proxy.tokenizer import ChatFormat
 from mixatlas.space import Mixture
 
 
@@ -152,56 +152,39 @@ def encode_all(dataset: EncodedSamples, num_workers: int) -> list[dict]:
 
 
 def collate(items: list[dict], pad_id: int, max_len: int) -> dict:
-    """Right-pad a list of encoded items into a batch (torch tensors).
-
-    Returns input_ids / labels / attention_mask (B, L) with L = min(longest, max_len) and pixel_values
-    (B, 3, S, S) float32 normalized with the CLIP mean/std. Truncation keeps the sequence start, so the
-    image tokens (which open the first turn) always survive when max_len exceeds them.
+    """Right-padded model inputs on the CPU (evaluation): input_ids / labels / attention_mask (B, L) with
+    L = min(longest, max_len) and pixel_values (B, 3, S, S) float32, CLIP-normalized. Truncation keeps the
+    sequence start, so the image tokens (which open the first turn) survive when max_len exceeds them.
     """
     import torch
 
-    length = min(max(len(it["input_ids"]) for it in items), max_len)
-    input_ids = torch.full((len(items), length), pad_id, dtype=torch.long)
-    labels = torch.full((len(items), length), IGNORE_INDEX, dtype=torch.long)
-    attention = torch.zeros((len(items), length), dtype=torch.long)
-    for b, item in enumerate(items):
-        n = min(len(item["input_ids"]), length)
-        input_ids[b, :n] = torch.as_tensor(item["input_ids"][:n])
-        labels[b, :n] = torch.as_tensor(item["labels"][:n])
-        attention[b, :n] = 1
-    pixels = torch.as_tensor(np.stack([it["image"] for it in items])).float().div_(255.0)
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    return {
-        "input_ids": input_ids,
-        "labels": labels,
-        "attention_mask": attention,
-        "pixel_values": (pixels - mean) / std,
-    }
+    return device_batch(padded(items, pad_id, max_len), "cpu", torch.float32)
 
 
-def cached_batches(
-    encoded: Sequence[dict], order: np.ndarray, batch_size: int, pad_id: int, max_len: int
-) -> Iterator[dict]:
-    """Batches of pre-encoded items in stream `order` (tiny preset: every image decoded once, kept small)."""
+def cached_batches(encoded: Sequence[dict], order: np.ndarray, batch_size: int, pad_id: int, max_len: int,
+                   pack_len: int | None = None) -> Iterator[dict]:
+    """Host batches (`packing.layout`: uint8 images) of pre-encoded items in stream `order` (tiny preset:
+    every image decoded once, kept small)."""
     for start in range(0, len(order), batch_size):
-        yield collate([encoded[i] for i in order[start : start + batch_size]], pad_id, max_len)
+        yield layout([encoded[i] for i in order[start : start + batch_size]], pad_id, max_len, pack_len)
 
 
-class _Collate:
-    """Picklable collate for DataLoader workers."""
+class _Layout:
+    """Picklable collate for DataLoader workers: `packing.layout` of the worker's items."""
 
-    def __init__(self, pad_id: int, max_len: int) -> None:
-        self.pad_id, self.max_len = pad_id, max_len
+    def __init__(self, pad_id: int, max_len: int, pack_len: int | None) -> None:
+        self.pad_id, self.max_len, self.pack_len = pad_id, max_len, pack_len
 
     def __call__(self, items: list[dict]) -> dict:
-        return collate(items, self.pad_id, self.max_len)
+        return layout(items, self.pad_id, self.max_len, self.pack_len)
 
 
-def streamed_batches(
-    dataset: EncodedSamples, order: np.ndarray, batch_size: int, pad_id: int, max_len: int, num_workers: int
-) -> Iterator[dict]:
-    """Batches decoded on the fly by a worker pool in stream `order` (large images: too big to cache)."""
+def streamed_batches(dataset: EncodedSamples, order: np.ndarray, batch_size: int, pad_id: int, max_len: int,
+                     num_workers: int, pack_len: int | None = None,
+                     pin_memory: bool = False) -> Iterator[dict]:
+    """Host batches decoded, encoded and packed by a worker pool in stream `order` (images too big to
+    cache). Workers keep 4 batches each ready ahead; with `pin_memory` (CUDA) batches land in pinned
+    memory, so the trainer's non-blocking copies overlap the previous step's compute."""
     from torch.utils.data import DataLoader, Subset
 
     loader = DataLoader(
@@ -209,7 +192,8 @@ def streamed_batches(
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
-        collate_fn=_Collate(pad_id, max_len),
+        collate_fn=_Layout(pad_id, max_len, pack_len),
+        pin_memory=pin_memory,
         persistent_workers=False,
         prefetch_factor=4 if num_workers else None,
     )

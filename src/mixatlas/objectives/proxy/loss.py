@@ -97,3 +97,19 @@ def proxy_loss(model, batch: dict, chunk: int = DEFAULT_CHUNK):
         return hidden.sum() * float("nan")
     head = model.get_output_embeddings()
     return linear_cross_entropy(hidden[rows, cols], head.weight, targets, chunk)
+
+
+def loss_module(model):
+    """An `nn.Module` around a Llava model whose `forward(**batch)` returns `proxy_loss(model, batch)`: the
+    unit the trainer wraps in DDP (so gradient synchronisation sees the whole step)."""
+    import torch
+
+    class ProxyLoss(torch.nn.Module):
+        def __init__(self, llava) -> None:
+            super().__init__()
+            self.llava = llava
+
+        def forward(self, **batch):
+            return proxy_loss(self.llava, batch)
+
+    return ProxyLoss(model)

@@ -39,7 +39,8 @@ def pack(items: Sequence[dict], pad_id: int, max_len: int, pack_len: int) -> dic
 
     Each item is cut to `max_len` tokens first (as the padded collate does). Returns torch tensors:
     input_ids / labels / position_ids (R, pack_len) and images uint8 (n_items, 3, S, S) in the order
-    their image tokens appear (row by row). Pad tokens form their own block with ignored labels.
+    their image tokens appear (row by row), and lengths (n_items,) of the real tokens. Pad tokens form
+    their own block with ignored labels.
     """
     import torch
 
@@ -64,12 +65,12 @@ def pack(items: Sequence[dict], pad_id: int, max_len: int, pack_len: int) -> dic
         positions[r, at:] = torch.arange(pack_len - at)
     images = torch.as_tensor(np.stack([items[i]["image"] for i in order]))
     return {"input_ids": input_ids, "labels": labels, "position_ids": positions, "images": images,
-            "tokens": torch.tensor(sum(lengths))}
+            "lengths": torch.tensor(lengths)}
 
 
 def padded(items: Sequence[dict], pad_id: int, max_len: int) -> dict:
-    """Right-pad items into (B, L) rows, L = min(longest, max_len): input_ids / labels / attention_mask and
-    images uint8 (B, 3, S, S); the unpacked layout, for batches that `pack` would not shorten."""
+    """Right-pad items into (B, L) rows, L = min(longest, max_len): input_ids / labels / attention_mask,
+    images uint8 (B, 3, S, S) and lengths (B,); the unpacked layout."""
     import torch
 
     length = min(max(len(it["input_ids"]) for it in items), max_len)
@@ -83,7 +84,7 @@ def padded(items: Sequence[dict], pad_id: int, max_len: int) -> dict:
         attention[b, :n] = 1
     images = torch.as_tensor(np.stack([it["image"] for it in items]))
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention, "images": images,
-            "tokens": attention.sum()}
+            "lengths": attention.sum(dim=1)}
 
 
 def normalize_images(images_u8, dtype):
@@ -98,11 +99,18 @@ def normalize_images(images_u8, dtype):
 def device_batch(batch: dict, device, dtype) -> dict:
     """Copy a `pack` / `padded` batch to `device` (non-blocking from pinned memory) with normalized
     `pixel_values` of `dtype` in place of the uint8 images: the keyword arguments of the model."""
-    moved = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "tokens"}
+    moved = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "lengths"}
     moved["pixel_values"] = normalize_images(moved.pop("images"), dtype)
     return moved
 
 
-def batch_tokens(batch: dict) -> int:
-    """Real (non-padding) tokens in a `pack` / `padded` batch."""
-    return int(batch["tokens"])
+def layout(items: Sequence[dict], pad_id: int, max_len: int, pack_len: int | None) -> dict:
+    """`pack` into rows of `pack_len` tokens, or `padded` rows when `pack_len` is None."""
+    return padded(items, pad_id, max_len) if pack_len is None else pack(items, pad_id, max_len, pack_len)
+
+
+def batch_counts(batch: dict) -> tuple[list[int], int, int]:
+    """(real tokens of each sample, supervised tokens, images) of a `pack` / `padded` batch: what the FLOP
+    count of `cost.ProxyFlops` needs."""
+    supervised = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+    return batch["lengths"].tolist(), supervised, int(batch["images"].shape[0])

@@ -22,8 +22,8 @@ from mixatlas.console import progress_bar
 from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Result
 from mixatlas.objectives.proxy.config import ProxyConfig
+from mixatlas.objectives.proxy.cost import ProxyFlops, peak_tflops
 from mixatlas.objectives.proxy.data import (
-    IGNORE_INDEX,
     CellSampler,
     EncodedSamples,
     ImageLoader,
@@ -34,8 +34,16 @@ from mixatlas.objectives.proxy.data import (
     streamed_batches,
 )
 from mixatlas.objectives.proxy.evaluate import evaluate_benchmarks, load_benchmarks
-from mixatlas.objectives.proxy.model import ProxyModel, build_tiny_proxy, load_pretrained_proxy
+from mixatlas.objectives.proxy.loss import loss_module
+from mixatlas.objectives.proxy.model import (
+    ProxyModel,
+    build_tiny_proxy,
+    compile_blocks,
+    load_pretrained_proxy,
+)
+from mixatlas.objectives.proxy.packing import batch_counts, device_batch
 from mixatlas.objectives.proxy.runtime import DistributedContext, autocast_factory
+from mixatlas.objectives.proxy.tokenizer import IGNORE_INDEX
 from mixatlas.space import Mixture
 
 ATLAS_COLUMNS = ["image", "concept", "task", "conversations"]
@@ -94,17 +102,20 @@ def build_proxy(config: ProxyConfig, atlas_dir: Path, conversations: list[str]) 
     return load_pretrained_proxy(config.vision, config.lm)
 
 
-def _training_batches(proxy: ProxyModel, rows: AtlasRows, order: np.ndarray, config: ProxyConfig):
-    """Tiny preset: encode + decode each needed sample once, then batch from memory; custom: worker stream."""
+def _training_batches(proxy: ProxyModel, rows: AtlasRows, order: np.ndarray, config: ProxyConfig, device):
+    """Tiny preset: encode + decode each needed sample once, then batch from memory; custom: worker stream
+    (into pinned memory on CUDA). Batches are `packing.layout`s: packed rows when `config.pack_len`."""
     dataset = EncodedSamples(rows.image_refs, rows.conversations, proxy.chat, ImageLoader(proxy.image_size))
     if config.preset == "tiny":
         unique, position = np.unique(order, return_inverse=True)
         from torch.utils.data import Subset
 
         encoded = encode_all(Subset(dataset, unique.tolist()), config.num_workers)
-        return cached_batches(encoded, position, config.batch_size, proxy.chat.pad_id, config.max_len)
+        return cached_batches(encoded, position, config.batch_size, proxy.chat.pad_id, config.max_len,
+                              config.pack_len)
     return streamed_batches(
-        dataset, order, config.batch_size, proxy.chat.pad_id, config.max_len, config.num_workers
+        dataset, order, config.batch_size, proxy.chat.pad_id, config.max_len, config.num_workers,
+        config.pack_len, pin_memory=device.type == "cuda",
     )
 
 
@@ -147,6 +158,9 @@ def train_proxy(
     torch.manual_seed(seed)
     proxy = build_proxy(config, atlas_dir, rows.conversations)
     proxy.model.to(device)
+    if config.checkpointing:
+        proxy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    flops = ProxyFlops.of(proxy.model)
     model = _parallel_model(proxy.model, config, dist)
     optimizer, scheduler = _optimizer(proxy.model, config)
     autocast = autocast_factory(config, device)
@@ -154,26 +168,32 @@ def train_proxy(
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         config.to_yaml(out_dir / "proxy.yaml")
-    batches = _training_batches(proxy, rows, stream[dist.rank :: dist.world_size], config)
-    step_fn = _StepRunner(model, optimizer, scheduler, config, device, autocast, dist)
+    batches = _training_batches(proxy, rows, stream[dist.rank :: dist.world_size], config, device)
+    step_fn = _StepRunner(model, optimizer, scheduler, config, device, autocast, dist, flops)
+    train_started = time.perf_counter()
     curve = _train_loop(step_fn, batches, config.steps, out_dir / "train_log.jsonl", progress, started, dist)
+    cost = step_fn.cost(time.perf_counter() - train_started, peak_tflops(device))
     if not dist.is_main:
         dist.finish()
-        return Result(metrics={}, curve=curve, cost_s=time.perf_counter() - started)
+        return Result(metrics={}, curve=curve, cost_s=time.perf_counter() - started, cost=cost)
 
     metrics = evaluate_benchmarks(proxy, benchmarks, config, device)
     if save_model:
         proxy.model.save_pretrained(out_dir / "model")
         proxy.chat.tokenizer.save_pretrained(out_dir / "model")
-    result = Result(metrics=metrics, curve=curve, cost_s=round(time.perf_counter() - started, 3))
+    result = Result(metrics=metrics, curve=curve, cost_s=round(time.perf_counter() - started, 3), cost=cost)
     dist.finish()
     return result
 
 
 def _parallel_model(model, config: ProxyConfig, dist: DistributedContext):
-    """DDP-wrap under torchrun, then `torch.compile` when asked; the module the train step calls."""
+    """The module the train step calls (`forward(**batch)` -> loss): compile each block when asked, then
+    the loss around the model, DDP-wrapped under torchrun."""
     import torch
 
+    if config.compile:
+        compile_blocks(model)
+    model = loss_module(model)
     if dist.world_size > 1:
         import torch.distributed as torch_dist
         from torch.nn.parallel import DistributedDataParallel
@@ -185,7 +205,7 @@ def _parallel_model(model, config: ProxyConfig, dist: DistributedContext):
             torch.cuda.set_device(dist.local_rank)
             ids = [dist.local_rank]
         model = DistributedDataParallel(model, device_ids=ids)
-    return torch.compile(model) if config.compile else model
+    return model
 
 
 def _optimizer(model, config: ProxyConfig):
@@ -208,7 +228,8 @@ def _optimizer(model, config: ProxyConfig):
 
 @dataclass
 class _StepRunner:
-    """Runs one optimizer step: `grad_accum` micro-batches, clipping, AdamW, scheduler."""
+    """Runs one optimizer step: `grad_accum` micro-batches, clipping, AdamW, scheduler; counts this rank's
+    tokens and model FLOPs (`cost.ProxyFlops`) for the run's cost figures."""
 
     model: object
     optimizer: object
@@ -217,22 +238,30 @@ class _StepRunner:
     device: object
     autocast: object
     dist: DistributedContext
+    flops_model: ProxyFlops
+    tokens: int = 0
+    flops: float = 0.0
 
     def __call__(self, batches) -> tuple[float, int]:
         """(mean micro-batch loss averaged over ranks, this rank's non-padding tokens)."""
         import torch
 
         losses, tokens = [], 0
+        pixels = torch.bfloat16 if self.config.bf16 and self.device.type == "cuda" else torch.float32
         for micro in range(self.config.grad_accum):
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in self._supervised(batches).items()}
+            host = self._supervised(batches)
+            batch = device_batch(host, self.device, pixels)
+            lengths, supervised, images = batch_counts(host)
             sync = micro == self.config.grad_accum - 1 or not hasattr(self.model, "no_sync")
             with contextlib.nullcontext() if sync else self.model.no_sync(), self.autocast():
-                loss = self.model(**batch).loss
+                loss = self.model(**batch)
             if not torch.isfinite(loss):
                 raise MixAtlasError(f"proxy training diverged (loss {loss.item()}); lower lr in the config")
             (loss / self.config.grad_accum).backward()
             losses.append(loss.detach())
-            tokens += int(batch["attention_mask"].sum())
+            tokens += sum(lengths)
+            self.flops += self.flops_model.training_flops(lengths, supervised, images)
+        self.tokens += tokens
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
@@ -243,6 +272,14 @@ class _StepRunner:
 
             torch_dist.all_reduce(mean_loss, op=torch_dist.ReduceOp.AVG)
         return float(mean_loss), tokens
+
+    def cost(self, seconds: float, peak: float | None) -> dict[str, float]:
+        """This rank's training throughput over `seconds`: tokens/s, model TFLOP/s and MFU of `peak`."""
+        figures = {"train_s": round(seconds, 3), "tokens": float(self.tokens),
+                   "tokens_per_s": self.tokens / seconds, "model_tflops": self.flops / seconds / 1e12}
+        if peak:
+            figures |= {"peak_tflops": peak, "mfu": self.flops / seconds / (peak * 1e12)}
+        return figures
 
     def _supervised(self, batches) -> dict:
         """The next micro-batch; one whose answers were all cut by `max_len` is an error (its loss would
