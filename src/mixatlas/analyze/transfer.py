@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mixatlas.errors import MixAtlasError
+from mixatlas.objectives.base import Target
 
 MINIMIZED_SUFFIXES = ("nll", "loss", "ppl", "perplexity", "error")
 TOP_FRACTION = 0.10
@@ -113,9 +114,10 @@ def rank_transfer(small_csv: Path, large_csv: Path, target: str, key_cols: list[
         if np.ptp(small[idx]) > 0 and np.ptp(large[idx]) > 0:
             draws.append(_rank_stats(small[idx], large[idx]))
     boot = np.asarray(draws) if draws else np.full((1, 2), np.nan)
-    sign = 1.0 if minimize else -1.0
-    small_best = int(np.argmin(sign * small))
-    large_rank = int(np.sum(sign * large < sign * large[small_best])) + 1  # 1 = best at large scale
+    direction = Target(((target, 1.0),), minimize=minimize)
+    small_utility, large_utility = direction.to_utility(small), direction.to_utility(large)
+    small_best = int(np.argmax(small_utility))
+    large_rank = int(np.sum(large_utility > large_utility[small_best])) + 1  # 1 = best at large scale
     top_k = max(1, math.ceil(TOP_FRACTION * len(large)))
     return {
         "target": target,
