@@ -39,8 +39,8 @@ def pack(items: Sequence[dict], pad_id: int, max_len: int, pack_len: int) -> dic
 
     Each item is cut to `max_len` tokens first (as the padded collate does). Returns torch tensors:
     input_ids / labels / position_ids (R, pack_len) and images uint8 (n_items, 3, S, S) in the order
-    their image tokens appear (row by row), and lengths (n_items,) of the real tokens. Pad tokens form
-    their own block with ignored labels.
+    their image tokens appear (row by row), and lengths (n_items,) of the real tokens. Pad tokens
+    (ignored labels) follow the row's last sample.
     """
     import torch
 
@@ -62,7 +62,10 @@ def pack(items: Sequence[dict], pad_id: int, max_len: int, pack_len: int) -> dic
             positions[r, at : at + n] = torch.arange(n)
             at += n
             order.append(i)
-        positions[r, at:] = torch.arange(pack_len - at)
+        # Pads continue the last sample's positions: a row holding one sample stays one sequence, so
+        # `transformers` needs no mask beyond causal (SDPA's flash path); pads are never supervised.
+        last = lengths[row[-1]]
+        positions[r, at:] = torch.arange(last, last + pack_len - at)
     images = torch.as_tensor(np.stack([items[i]["image"] for i in order]))
     return {"input_ids": input_ids, "labels": labels, "position_ids": positions, "images": images,
             "lengths": torch.tensor(lengths)}
