@@ -56,7 +56,9 @@ def print_rule_table(title: str, results: dict, key: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--heavy-seeds", type=int, default=3, help="seeds for the 50-cell problems")
+    parser.add_argument(
+        "--heavy-seeds", type=int, default=3, help="seeds for the 50-cell problems (0: skip them)"
+    )
     parser.add_argument("--quick", action="store_true", help="2 seeds, task axis and 3 pools only")
     parser.add_argument("--skip", default="", help="comma list of noisy, synthetic, public, overhead")
     parser.add_argument("--json", type=Path, default=Path("bench/out/search.json"))
@@ -96,11 +98,13 @@ def main() -> None:
             problem = synthetic_problem(mode, noise=noise)
             problem.name = f"{mode} noise {noise:g}"
             n_seeds = heavy if mode == "joint" else seeds
+            if n_seeds < 1:
+                continue
             out["noisy"][problem.name] = run(problem, budget, QUALITY_METHODS[:4], n_seeds)
             print_result_table(out["noisy"][problem.name])
             save()
         print_rule_table("noisy analytic: regret of gp-ucb's rules on its own trials", out["noisy"], "regret")
-    if "synthetic" not in skip and not args.quick:
+    if "synthetic" not in skip and not args.quick and heavy > 0:
         problem = synthetic_problem("joint")
         out["synthetic"]["joint"] = run(problem, 48, QUALITY_METHODS, heavy)
         print_result_table(out["synthetic"]["joint"])

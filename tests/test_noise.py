@@ -58,7 +58,7 @@ def _is_replicate(history: History, point: np.ndarray) -> bool:
 def test_replicates_are_proposed_when_noise_dominates_and_not_otherwise() -> None:
     noisy = [_history(noise=0.3, seed=s) for s in range(3)]
     clean = [_history(noise=0.001, seed=s) for s in range(2)]
-    opt = dict(n_pool=300, n_init=2)
+    opt = dict(n_pool=200, n_init=2, variants=("gp", "gp-noisy"))
     noisy_reps = [_is_replicate(h, GPUCB(**opt).ask(h, 2)[0]) for h in noisy]
     clean_reps = [_is_replicate(h, p) for h in clean for p in GPUCB(**opt).ask(h, 2)]
     assert sum(noisy_reps) >= 2
