@@ -135,11 +135,14 @@ def _worker_main(conn: Connection, env: dict[str, str], fn: Callable[..., Any], 
         message: tuple[str, Any] = ("ok", fn(*args))
     except BaseException as exc:  # every failure goes back to the run
         message = ("error", exc)
-    try:
-        conn.send(message)
-    except Exception as exc:  # an unpicklable value or exception
-        conn.send(("error", RuntimeError(f"cannot send the result back: {type(exc).__name__}: {exc}")))
-    conn.close()
+    with contextlib.suppress(OSError):  # a broken pipe: the run stopped listening (cancelled us, or ended)
+        try:
+            conn.send(message)
+        except OSError:
+            raise
+        except Exception as exc:  # an unpicklable value or exception
+            conn.send(("error", RuntimeError(f"cannot send the result back: {type(exc).__name__}: {exc}")))
+        conn.close()
 
 
 @dataclass(eq=False)
@@ -162,10 +165,14 @@ class _LocalCall:
         if gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus = gpus
         receive, send = context.Pipe(duplex=False)
-        self.process = context.Process(target=_worker_main, args=(send, env, self.fn, self.args), name=name)
-        self.process.start()
-        send.close()
-        self.conn = receive
+        process = context.Process(target=_worker_main, args=(send, env, self.fn, self.args), name=name)
+        try:
+            process.start()
+        finally:
+            send.close()
+        # set only once started: a start cut short (Ctrl-C) leaves no pid to kill; a child the fork server
+        # made anyway dies with the fork server when the run exits (PR_SET_PDEATHSIG)
+        self.process, self.conn = process, receive
 
     def collect(self) -> None:
         """Read the result if it arrived, or note the worker's death (call when pipe or process is ready)."""

@@ -194,18 +194,20 @@ def _inflight_requeued(
     study: Study, executor: Executor, inflight: dict[Handle, tuple[Trial, float]]
 ) -> Iterator[None]:
     """However the loop ends (Ctrl-C, SIGTERM, an error), end its in-flight trials (workers and recorded
-    trainer groups) and put them back to pending, uncounted as failures, for the next run to resume."""
+    trainer groups) and put them back to pending, uncounted as failures, for the next run to resume.
+
+    Every `running` row is ours (we hold the study lock), also one started just before the signal and
+    not yet in `inflight`."""
     try:
         yield
     finally:
-        trials = [trial for trial, _ in inflight.values()]
         for handle in list(inflight):
             executor.cancel(handle)
-        for trial in trials:
-            end_recorded_group(Path(trial.trial_dir) / GROUP_RECORD)
-        if trials:
-            study.requeue([trial.id for trial in trials])
         inflight.clear()
+        for trial in study.trials(TrialState.RUNNING):
+            if trial.trial_dir:
+                end_recorded_group(Path(trial.trial_dir) / GROUP_RECORD)
+        study.requeue_interrupted()
 
 
 @dataclass(frozen=True)
