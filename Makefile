@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench bench-quick clean
+.PHONY: setup demo test faults lint bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,6 +22,11 @@ test: $(STAMP)
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the report browser test will be skipped"
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest
+
+# The full randomized fault-injection set (kills at random moments, 10 rounds each); `make test` runs its
+# fixed CI subset. MIXATLAS_FAULT_SEED=N replays a failing run.
+faults: $(STAMP)
+	MIXATLAS_FAULT_ROUNDS=10 $(BIN)/python -m pytest -m faults tests/faults
 
 # Every bench program at its measured size (hours on CPU) -> bench/out/*.json; bench-quick: small sizes
 # in a scratch copy (minutes) -> bench/out/quick/*.json, never overwriting measured figures.
