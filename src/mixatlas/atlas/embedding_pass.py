@@ -10,7 +10,7 @@ import heapq
 import json
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -155,22 +155,36 @@ class _EmbeddingPass:
             yield done_chunk, *future.result()
 
     def run(self, samples: Iterator, pool: Executor | None, window: int) -> None:
+        """Encode each chunk on a helper thread while this one stores the previous chunk and collects the
+        next decoded one: the device (which releases the GIL) never waits for the host's bookkeeping."""
         buffer: _ShardBuffer | None = None
-        with progress_bar(self.show, "embedding images") as advance:
+        pending: tuple | None = None
+        with progress_bar(self.show, "embedding images") as advance, ThreadPoolExecutor(1) as encoder:
             for chunk, ok, arrays, errors in self.prepared(self.chunks(samples, advance), pool, window):
-                if buffer is not None and buffer.index != chunk.shard:
-                    self.flush(buffer)
-                    buffer = None
-                buffer = buffer or _ShardBuffer(chunk.shard)
-                for index, reason in errors:
-                    self.reject(buffer, chunk, index, reason)
-                if ok:
-                    self.accept(buffer, [chunk.samples[index] for index in ok], self.embedder.encode(arrays))
-                self.rejects.release(upto=chunk.first + len(chunk.samples) - 1)
-                advance(len(chunk.samples))
+                encoding = encoder.submit(self.embedder.encode, arrays) if ok else None
+                if pending is not None:
+                    buffer = self.store(buffer, *pending, advance)
+                pending = (chunk, ok, errors, encoding)
+            if pending is not None:
+                buffer = self.store(buffer, *pending, advance)
         if buffer is not None:
             self.flush(buffer)
         self.rejects.release()
+
+    def store(self, buffer: _ShardBuffer | None, chunk: _Chunk, ok: list[int], errors: list[tuple],
+              encoding: Future | None, advance: Callable[[int], None]) -> _ShardBuffer:
+        """File one chunk's rejects and embeddings into its shard's buffer (flushing a finished shard)."""
+        if buffer is not None and buffer.index != chunk.shard:
+            self.flush(buffer)
+            buffer = None
+        buffer = buffer or _ShardBuffer(chunk.shard)
+        for index, reason in errors:
+            self.reject(buffer, chunk, index, reason)
+        if encoding is not None:
+            self.accept(buffer, [chunk.samples[index] for index in ok], encoding.result())
+        self.rejects.release(upto=chunk.first + len(chunk.samples) - 1)
+        advance(len(chunk.samples))
+        return buffer
 
     def reject(self, buffer: _ShardBuffer, chunk: _Chunk, index: int, reason: str) -> None:
         sample = chunk.samples[index]
