@@ -79,6 +79,12 @@ def decompose(
     workers: Annotated[int, typer.Option(help="Image-decoding worker processes (0: in-process).")] = 2,
     allow_outside_root: Annotated[bool, typer.Option(help=OUTSIDE_HELP)] = False,
     max_pixels: Annotated[int, typer.Option(help=MAX_PIXELS_HELP)] = DEFAULT_MAX_PIXELS,
+    executor: Annotated[str, typer.Option(help="local | ray: embed on Ray Data (GPU actors, many nodes).")]
+    = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: a local Ray).")]
+    = None,
+    gpus: Annotated[int, typer.Option(min=0, help="With --executor ray: GPU embedding actors (0: 2 CPU).")]
+    = 0,
 ) -> None:
     """Decompose a corpus into an atlas of concept x task cells."""
     from mixatlas.atlas import build_atlas
@@ -86,7 +92,8 @@ def decompose(
     atlas = build_atlas(corpus, out, embedder=embedder, k=_parse_k(k), tasks=tasks, fmt=fmt,
                         source_field=source_field, strict=strict, seed=seed, batch_size=batch_size,
                         workers=workers, concept_prompts=_read_prompts(concepts),
-                        allow_outside_root=allow_outside_root, max_pixels=max_pixels)
+                        allow_outside_root=allow_outside_root, max_pixels=max_pixels, executor=executor,
+                        ray_address=ray_address, gpus=gpus)
     _summary(atlas, "wrote")
 
 
