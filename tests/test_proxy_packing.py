@@ -109,3 +109,48 @@ def test_tiny_trainer_gives_the_same_loss_packed_and_reports_its_cost(synth_corp
         assert result.cost["tokens"] > 0 and result.cost["tokens_per_s"] > 0
         assert result.cost["model_tflops"] > 0 and "mfu" not in result.cost  # no peak known for a CPU
         assert Result.from_dict(result.to_dict()).cost == result.cost
+
+
+def test_loss_is_the_mean_over_assistant_tokens_only():
+    from mixatlas.objectives.proxy.tokenizer import ChatFormat, train_bpe
+
+    texts = ["What is written on the sign?", "STOP 42", "Describe the image.", "A red cube on a table."] * 20
+    tokenizer = train_bpe(texts, 320)
+    chat = ChatFormat(tokenizer, image_seq_length=(SIZE // ARCH.patch_size) ** 2)
+    def turn(who: str, text: str) -> dict:
+        return {"from": who, "value": text}
+
+    conversations = [
+        [turn("human", "<image>\nWhat is written on the sign?"), turn("gpt", "STOP 42"),
+         turn("human", "Describe the image."), turn("gpt", "A red cube on a table.")],
+        [turn("human", "<image>\nDescribe the image."), turn("gpt", "A red cube.")],
+    ]
+    encoded = [chat.encode(turns) for turns in conversations]
+    # Independent answer mask: the tokens after each assistant marker up to and including its end marker.
+    for sample in encoded:
+        expected, inside = [], False
+        for token in sample.input_ids:
+            expected.append(token if inside else IGNORE_INDEX)
+            inside = token != chat.end_id if inside else token == chat.assistant_id
+        assert sample.labels == expected
+    rng = np.random.default_rng(0)
+    batch_items = [{"input_ids": s.input_ids, "labels": s.labels,
+                    "image": rng.integers(0, 256, (3, SIZE, SIZE), dtype=np.uint8)} for s in encoded]
+    torch.manual_seed(0)
+    vision, text = tiny_configs(ARCH, SIZE, len(tokenizer), max_len=128)
+    model = llava_from_configs(vision, text, chat.image_id).eval()
+    batch = device_batch(padded(batch_items, chat.pad_id, max_len=128), "cpu", torch.float32)
+    with torch.no_grad():
+        ours = float(proxy_loss(model, batch, chunk=4))
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    log_probs = torch.log_softmax(logits.double(), dim=-1)
+    answer_nll, every_nll = [], []
+    for row, sample in enumerate(encoded):
+        for position in range(len(sample.input_ids) - 1):
+            nll = -float(log_probs[row, position, sample.input_ids[position + 1]])
+            every_nll.append(nll)
+            if sample.labels[position + 1] != IGNORE_INDEX:
+                answer_nll.append(nll)
+    assert len(answer_nll) < len(every_nll) / 2
+    assert ours == pytest.approx(np.mean(answer_nll), abs=1e-5)
+    assert abs(np.mean(every_nll) - np.mean(answer_nll)) > 1e-2  # the two means really differ
