@@ -231,7 +231,7 @@ def time_steps(args: argparse.Namespace, sizes: dict, batch: int, device) -> dic
         supervised = sum(int((np.asarray(it["labels"][1:args.max_len]) != -100).sum()) for it in items)
         host.append((layout, flops_model.training_flops(lengths, supervised, len(items)), sum(lengths)))
 
-    def step(i: int) -> None:
+    def step(i: int):
         layout = host[i % len(host)][0]
         inputs = device_batch(layout, device, dtype)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -240,6 +240,7 @@ def time_steps(args: argparse.Namespace, sizes: dict, batch: int, device) -> dic
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     started = time.perf_counter()
@@ -251,7 +252,7 @@ def time_steps(args: argparse.Namespace, sizes: dict, batch: int, device) -> dic
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     for i in range(args.steps):
-        step(args.warmup + i)
+        last_loss = step(args.warmup + i)
     sync()
     seconds = time.perf_counter() - started
     used = [host[(args.warmup + i) % len(host)] for i in range(args.steps)]
@@ -259,6 +260,7 @@ def time_steps(args: argparse.Namespace, sizes: dict, batch: int, device) -> dic
     row = {"batch_size": batch, "max_len": args.max_len, "pack_len": args.pack_len or args.max_len,
            "loss": args.loss, "attn": args.attn, "compile": args.compile, "checkpointing": args.checkpointing,
            "steps": args.steps, "warmup_steps": args.warmup, "warmup_s": round(warm_s, 2),
+           "last_loss": float(last_loss),
            "step_s": seconds / args.steps, "samples_per_s": batch * args.steps / seconds,
            "tokens_per_s": tokens / seconds, "model_tflops": flops / seconds / 1e12,
            "peak_tflops": args.peak_tflops, "mfu": mfu(flops, seconds, args.peak_tflops),
@@ -295,14 +297,14 @@ def run_step_throughput(args: argparse.Namespace) -> dict:
     print(f"\nproxy training steps on {name} ({'tiny sizes' if args.tiny else '0.5B-class'}, "
           f"loss {args.loss}, attn {args.attn}, compile {args.compile}); MFU of {args.peak_tflops:g} TFLOP/s")
     print(f"{'batch':>6}{'step s':>9}{'samples/s':>11}{'tokens/s':>11}{'TFLOP/s':>9}{'MFU':>8}{'GiB':>7}"
-          f"{'ckpt':>6}")
+          f"{'ckpt':>6}{'loss':>8}")
     for r in rows:
         if "oom" in r:
             print(f"{r['batch_size']:>6}  out of memory (checkpointing {r['checkpointing']})")
             continue
         print(f"{r['batch_size']:>6}{r['step_s']:>9.3f}{r['samples_per_s']:>11.1f}{r['tokens_per_s']:>11.0f}"
               f"{r['model_tflops']:>9.1f}{100 * r['mfu']:>7.1f}%{r.get('max_memory_gib', 0):>7.1f}"
-              f"{'yes' if r['checkpointing'] else 'no':>6}")
+              f"{'yes' if r['checkpointing'] else 'no':>6}{r['last_loss']:>8.3f}")
     return {"mode": "throughput-gpu", "device": name, "tiny": args.tiny, "rows": rows}
 
 
