@@ -46,7 +46,7 @@ VARIANTS = ("gp", "gp-noisy", "law+gp", "additive")
 DEFAULT_VARIANTS = ("gp", "gp-noisy", "law+gp")  # "additive" costs one kernel per dimension: opt in
 NOISE_PRIOR = (-3.0, 1.5)  # LogNormal(loc, scale) of the noise variance in standardized units
 NOISY_PRIOR = (-1.0, 0.75)  # the "gp-noisy" variant: noise ~ 1/3 of the variance (noise dominates)
-LENGTHSCALE_FLOOR = 1.0  # lengthscales >= this x the design resolution (no wiggles between trials)
+LENGTHSCALE_FLOOR = 0.5  # lengthscales >= this x the design resolution (no wiggles between trials)
 HETERO_MIN_GROUPS = 3
 HETERO_MIN_DOF = 6.0
 
