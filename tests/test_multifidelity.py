@@ -15,10 +15,10 @@ from mixatlas.search.base import History
 from mixatlas.search.fidelity_benchmark import FidelityPool, run_fidelity_benchmark, simulate_fidelity
 from mixatlas.search.multifidelity import MFGPUCB, Fidelities, FidelityHistory
 
-RHO = 0.8  # correlation of the cheap fidelity with the target one, by construction
+RHO = 0.9  # correlation of the cheap fidelity with the target one, by construction
 
 
-def two_fidelity_pool(n: int = 80, cost_hi: float = 8.0) -> FidelityPool:
+def two_fidelity_pool(n: int = 40, cost_hi: float = 10.0) -> FidelityPool:
     """A pool of n mixtures of 4 domains at a cheap fidelity `lo` and the target `hi`.
 
     hi = g (one smooth peak); lo = RHO * g + sqrt(1 - RHO^2) * h + 3, with h an independent peak
@@ -42,9 +42,9 @@ def test_multifidelity_beats_single_fidelity_on_a_correlated_two_fidelity_proble
     pool = two_fidelity_pool()
     truth = pool.utility(Target.parse("score"))
     assert np.corrcoef(truth[:, 0], truth[:, 1])[0, 1] == pytest.approx(RHO, abs=0.15)
-    seeds = [0, 1, 2, 3]
+    # 30 cost units: 3 target trials, or 30 cheap ones (3/4 of the pool), or a mix
     result = run_fidelity_benchmark(
-        pool, Target.parse("score"), ["mf-gp-ucb", "gp-ucb", "gp-ucb@lo"], 32.0, seeds
+        pool, Target.parse("score"), ["mf-gp-ucb", "gp-ucb", "gp-ucb@lo"], 30.0, [0, 1]
     )
     regret = {name: row["regret_mean"] for name, row in result["methods"].items()}
     assert regret["mf-gp-ucb"] < regret["gp-ucb"]
@@ -54,21 +54,22 @@ def test_multifidelity_beats_single_fidelity_on_a_correlated_two_fidelity_proble
 
 
 def test_costs_are_charged_exactly_and_never_exceed_the_budget() -> None:
-    pool = two_fidelity_pool(n=30)
-    for method in ("mf-gp-ucb", "gp-ucb", "gp-ucb@lo"):
-        run = simulate_fidelity(pool, Target.parse("score"), method, 21.0, seed=0)
+    pool = two_fidelity_pool(n=30, cost_hi=8.0)
+    runs = {
+        m: simulate_fidelity(pool, Target.parse("score"), m, 21.0, seed=0)
+        for m in ("mf-gp-ucb", "random", "random@lo")
+    }
+    for run in runs.values():
         lo, hi = run["trials_per_fidelity"]
         assert run["cost_spent"] == pytest.approx(lo * 1.0 + hi * 8.0)
         assert run["cost_spent"] <= 21.0
-    assert simulate_fidelity(pool, Target.parse("score"), "gp-ucb", 21.0, 0)["trials_per_fidelity"] == [0, 2]
-    assert simulate_fidelity(pool, Target.parse("score"), "gp-ucb@lo", 21.0, 0)["trials_per_fidelity"] == [
-        21,
-        0,
-    ]
+    assert runs["mf-gp-ucb"]["cost_spent"] > 21.0 - 8.0  # it stops only when no trial fits any more
+    assert runs["random"]["trials_per_fidelity"] == [0, 2]  # floor(21 / 8) target trials
+    assert runs["random@lo"]["trials_per_fidelity"] == [21, 0]
 
 
 def test_ask_only_proposes_what_the_remaining_budget_buys() -> None:
-    pool = two_fidelity_pool(n=30)
+    pool = two_fidelity_pool(n=30, cost_hi=8.0)
     space, fids = pool.space, pool.fidelities
     done = pool.weights_cn[:4]
     utility = pool.utility(Target.parse("score"))
@@ -86,7 +87,7 @@ def test_ask_only_proposes_what_the_remaining_budget_buys() -> None:
 
 
 def test_bench_pool_with_fidelities_writes_the_benchmark_json(tmp_path) -> None:
-    pool = two_fidelity_pool(n=24, cost_hi=6.0)
+    pool = two_fidelity_pool(n=16, cost_hi=6.0)
     # rename the fidelities to the CLI's example names
     text_path = tmp_path / "pool.csv"
     pool.to_csv(text_path, fidelity_col="size")
@@ -109,7 +110,7 @@ def test_bench_pool_with_fidelities_writes_the_benchmark_json(tmp_path) -> None:
             "--target-fidelity",
             "7b",
             "--budget-cost",
-            "18",
+            "12",
             "--seeds",
             "2",
             "--methods",
@@ -121,7 +122,7 @@ def test_bench_pool_with_fidelities_writes_the_benchmark_json(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert {"problem", "budget", "seeds", "batch", "ci", "methods"} <= set(data)
-    assert data["budget"] == 18 and data["seeds"] == 2
+    assert data["budget"] == 12 and data["seeds"] == 2
     assert list(data["methods"]) == ["mf-gp-ucb", "gp-ucb", "gp-ucb@0.5b"]
     for row in data["methods"].values():
         assert {
@@ -133,10 +134,10 @@ def test_bench_pool_with_fidelities_writes_the_benchmark_json(tmp_path) -> None:
             "regret_per_seed",
             "seconds_per_run",
         } <= set(row)
-        assert len(row["regret_per_seed"]) == 2 and len(row["best_so_far"]) == 18
+        assert len(row["regret_per_seed"]) == 2 and len(row["best_so_far"]) == 12
         assert 0.0 <= row["percentile_mean"] <= 100.0
-    assert data["methods"]["gp-ucb"]["trials_per_fidelity"] == {"0.5b": 0.0, "7b": 3.0}
-    assert data["methods"]["gp-ucb@0.5b"]["trials_per_fidelity"] == {"0.5b": 18.0, "7b": 0.0}
+    assert data["methods"]["gp-ucb"]["trials_per_fidelity"] == {"0.5b": 0.0, "7b": 2.0}
+    assert data["methods"]["gp-ucb@0.5b"]["trials_per_fidelity"] == {"0.5b": 12.0, "7b": 0.0}
 
 
 def test_bad_fidelity_options_are_one_line_errors(tmp_path) -> None:

@@ -157,3 +157,27 @@ def loss_curves(panels: dict[str, list[tuple[np.ndarray, bool]]], path: Path) ->
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     return _save(fig, path)
+
+
+def guard_front(gain_n: np.ndarray, guard_change_n: np.ndarray, delta: float, path: Path,
+                chosen: int | None = None, xlabel: str = "guard metric change vs natural",
+                ylabel: str = "target gain vs natural") -> Path:
+    """Target gain against a guard metric's change (both vs the natural mixture) for n evaluated mixtures:
+    the non-dominated ones joined as the front, the guard's limit `delta` as a line, `chosen` ringed."""
+    gain, change = np.asarray(gain_n, float), np.asarray(guard_change_n, float)
+    order = np.argsort(-change)
+    front = order[np.maximum.accumulate(gain[order]) == gain[order]]  # best gain for at least this change
+    fig = Figure(figsize=(4.6, 3.4), layout="constrained")
+    ax = fig.subplots()
+    ax.scatter(change, gain, s=14, color="0.55", label="evaluated")
+    ax.plot(change[front], gain[front], "-o", color="tab:blue", ms=4, lw=1.2, label="front")
+    ax.axvline(delta, color="tab:red", ls="--", lw=1.0, label=f"guard limit {delta:g}")
+    if chosen is not None:
+        ax.scatter([change[chosen]], [gain[chosen]], s=90, facecolors="none", edgecolors="tab:red", lw=1.8,
+                   label="recommendation", zorder=3)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
