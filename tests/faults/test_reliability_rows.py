@@ -146,8 +146,12 @@ def test_killed_creations_leave_no_unreadable_study(tmp_path: Path) -> None:
             new_study(Path({str(tmp_path)!r}) / f"s{{i}}.db").close()
             i += 1
     """)
-    for delay in (0.8, 1.1, 1.4):
+    for delay in (0.05, 0.2, 0.35):
+        before = len(list(tmp_path.glob("s*.db")))
         proc = subprocess.Popen([sys.executable, "-c", script])
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("s*.db"))) == before and time.monotonic() < deadline:
+            time.sleep(0.02)  # creations are running now
         time.sleep(delay)
         proc.kill()
         proc.wait()
@@ -155,6 +159,11 @@ def test_killed_creations_leave_no_unreadable_study(tmp_path: Path) -> None:
     assert studies, "no study was created before the kills"
     for path in studies:
         Study.open(path, read_only=True).close()  # each one complete and readable
+    for leftover in tmp_path.glob(".s*.db.creating-*"):  # a killed creation's temp file ...
+        path = tmp_path / leftover.name.split(".creating-")[0][1:]
+        if not path.exists():
+            new_study(path).close()  # ... is removed by the next creation of that study
+            assert not leftover.exists()
 
 
 # -- row 17: interruptions do not use up retries ----------------------------------------------------------

@@ -12,6 +12,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Result, Target
@@ -151,6 +153,10 @@ class Study:
             "meta": meta or {},
             "created_at": time.time(),
         }
+        for stale in path.parent.glob(f".{path.name}.creating-*"):  # left by a creation that was killed
+            pid = re.search(r"\.creating-(\d+)", stale.name)
+            if pid and not psutil.pid_exists(int(pid.group(1))):
+                stale.unlink(missing_ok=True)
         tmp = path.with_name(f".{path.name}.creating-{os.getpid()}")
         try:
             conn = _connect(tmp)
