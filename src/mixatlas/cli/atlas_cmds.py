@@ -79,6 +79,9 @@ def decompose(
     workers: Annotated[int, typer.Option(help="Image-decoding worker processes (0: in-process).")] = 2,
     allow_outside_root: Annotated[bool, typer.Option(help=OUTSIDE_HELP)] = False,
     max_pixels: Annotated[int, typer.Option(help=MAX_PIXELS_HELP)] = DEFAULT_MAX_PIXELS,
+    sample: Annotated[int | None, typer.Option(
+        min=1, help="Cluster a seeded uniform subset of N samples, then assign every sample (huge corpora).",
+    )] = None,
     executor: Annotated[str, typer.Option(help="local | ray: embed on Ray Data (GPU actors, many nodes).")]
     = "local",
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (default: a local Ray).")]
@@ -88,12 +91,20 @@ def decompose(
 ) -> None:
     """Decompose a corpus into an atlas of concept x task cells."""
     from mixatlas.atlas import build_atlas
+    from mixatlas.atlas.subset import build_atlas_sampled
 
-    atlas = build_atlas(corpus, out, embedder=embedder, k=_parse_k(k), tasks=tasks, fmt=fmt,
-                        source_field=source_field, strict=strict, seed=seed, batch_size=batch_size,
-                        workers=workers, concept_prompts=_read_prompts(concepts),
-                        allow_outside_root=allow_outside_root, max_pixels=max_pixels, executor=executor,
-                        ray_address=ray_address, gpus=gpus)
+    options = dict(embedder=embedder, k=_parse_k(k), tasks=tasks, fmt=fmt, source_field=source_field,
+                   strict=strict, seed=seed, batch_size=batch_size, workers=workers,
+                   concept_prompts=_read_prompts(concepts), allow_outside_root=allow_outside_root,
+                   max_pixels=max_pixels)
+    if sample is None:
+        atlas = build_atlas(corpus, out, executor=executor, ray_address=ray_address, gpus=gpus, **options)
+    elif executor != "local":
+        raise MixAtlasError("--sample runs on the local executor only; drop --executor ray or --sample")
+    else:
+        atlas = build_atlas_sampled(corpus, out, sample, **options)
+        console.print(f"concepts from a seeded subset of {sample} samples ({atlas.info.parent.dir})",
+                      highlight=False, soft_wrap=True)
     _summary(atlas, "wrote")
 
 
