@@ -163,6 +163,34 @@ def run_one(n: int, sample: int, workers: int, pool: int, k: int, scratch: Path)
     return row
 
 
+RESERVOIR_ONLY = """
+import sys
+from mixatlas.atlas.subset import reservoir
+from mixatlas.corpus import Rejects, read_corpus
+with Rejects(None) as rejects:
+    kept = reservoir(read_corpus(sys.argv[1], rejects=rejects), int(sys.argv[2]), 0)
+print(len(kept))
+"""
+
+
+def run_reservoir_only(n: int, sample: int, pool: int, scratch: Path) -> dict:
+    """Only step 1 (the read pass that keeps the reservoir) on N records: the O(N) part of the memory
+    (the reader's id set), without the hours the embedding of N images takes on 2 cores."""
+    corpus = write_corpus(scratch / f"corpus-{n}", n, pool)
+    proc = subprocess.Popen([sys.executable, "-c", RESERVOIR_ONLY, str(corpus), str(sample)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watcher = TreeWatcher(proc.pid, {})
+    out, err = proc.communicate()
+    seconds = time.perf_counter() - watcher.started
+    watcher.stop()
+    if proc.returncode != 0:
+        raise SystemExit(f"reservoir pass failed: {err.strip()[-2000:]}")
+    shutil.rmtree(scratch / f"corpus-{n}", ignore_errors=True)
+    return {"n": n, "sample": sample, "step": "reservoir pass only", "kept": int(out.strip()),
+            "peak_rss_mb": round(watcher.peak_rss / 2**20, 1), "seconds": round(seconds, 1),
+            "records_per_s": round(n / seconds, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, action="append", help="corpus sizes (repeatable); default 100000")
@@ -170,16 +198,23 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--pool", type=int, default=256, help="distinct images the records point to")
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--reservoir-only", action="store_true",
+                        help="measure only the read pass that keeps the reservoir (fast at N = 1M)")
     parser.add_argument("--json", type=Path, default=Path(__file__).parent / "out" / "decompose_sample.json")
     args = parser.parse_args()
     sizes = args.n or [100_000]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-decompose-sample-") as scratch:
         for n in sizes:
-            rows.append(run_one(n, min(args.sample, n), args.workers, args.pool, args.k, Path(scratch)))
+            if args.reservoir_only:
+                rows.append(run_reservoir_only(n, min(args.sample, n), args.pool, Path(scratch)))
+            else:
+                rows.append(run_one(n, min(args.sample, n), args.workers, args.pool, args.k, Path(scratch)))
             print(json.dumps(rows[-1]), flush=True)
     columns = ("n", "sample", "assigned", "peak_rss_mb", "reservoir_s", "subset_atlas_s", "assign_s",
                "assign_rate_per_s", "overall_rate_per_s", "cpu_ms_per_sample")
+    if args.reservoir_only:
+        columns = ("n", "sample", "kept", "peak_rss_mb", "seconds", "records_per_s")
     print("\n" + " | ".join(columns))
     for row in rows:
         print(" | ".join(str(row[column]) for column in columns))
