@@ -254,8 +254,10 @@ class LocalExecutor(Executor):
         self._calls: dict[int, _LocalCall] = {}  # submitted and not yet collected, in submission order
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Handle:
-        if not self._calls:  # preload the called module in the fork server (no effect once it runs)
-            self._context.set_forkserver_preload([fn.__module__])
+        if not self._calls:  # preload what the calls import (the function's and the objective's modules,
+            # torch for a proxy) once in the fork server, not per trial; no effect once the server runs
+            modules = {fn.__module__, *(type(arg).__module__ for arg in args)} - {"builtins"}
+            self._context.set_forkserver_preload(sorted(modules))
         key = next(self._keys)
         call = _LocalCall(fn, args)
         self._calls[key] = call
