@@ -102,9 +102,17 @@ def test_analyze_steps_cli(tmp_path):
     baseline = write_run(tmp_path / "base", np.linspace(4.0, 2.0, 40))
     fast = write_run(tmp_path / "fast", np.linspace(4.0, 1.0, 40))
     out = tmp_path / "steps.json"
-    result = CliRunner().invoke(
-        app, ["analyze", "steps-to-loss", str(fast), "--baseline", str(baseline), "--json", str(out)]
-    )
+    slow = write_run(tmp_path / "slow", np.linspace(4.0, 3.0, 40))
+    args = ["analyze", "steps-to-loss", str(fast), str(slow), "--baseline", str(baseline), "--json", str(out)]
+    result = CliRunner().invoke(app, [*args, "--smoothing", "0"])
     assert result.exit_code == 0, result.output
-    row = json.loads(out.read_text())[0]
-    assert row["speedup"] > 1.0
+    fast_row, slow_row = json.loads(out.read_text())
+    # the baseline ends at 2.0 after 40 steps; fast = 4 - 3 i / 39 first reaches 2.0 at i = 26, i.e. step 27
+    assert (fast_row["target_loss"], fast_row["baseline_steps"], fast_row["steps_to_loss"]) == (
+        pytest.approx(2.0), 40, 27)
+    assert fast_row["speedup"] == pytest.approx(40 / 27)
+    assert slow_row["steps_to_loss"] is None and slow_row["speedup"] is None  # never reaches 2.0
+    assert "1.48" in result.output  # the table shows the speed-up
+    smoothed = CliRunner().invoke(app, args)  # default EMA 0.9: a debiased smoothed curve, still faster
+    assert smoothed.exit_code == 0, smoothed.output
+    assert json.loads(out.read_text())[0]["speedup"] > 1.2

@@ -211,3 +211,22 @@ def test_cli_materialize_and_hf_probabilities(atlas: Atlas, tmp_path: Path) -> N
     )
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "recipe infeasible for this atlas" in refused.stderr
+
+
+def test_largest_remainder_gives_the_leftovers_to_the_largest_remainders() -> None:
+    # 10 x (0.14, 0.38, 0.48) = (1.4, 3.8, 4.8): floors sum to 8, the 2 leftovers go to the .8 remainders.
+    np.testing.assert_array_equal(largest_remainder_counts(np.array([[0.14, 0.38, 0.48]]), 10), [[1, 4, 5]])
+    # 7 x (0.05, 0.3, 0.65) = (0.35, 2.1, 4.55): 1 leftover, to the .55 remainder (not .35 or .1).
+    counts = largest_remainder_counts(np.array([[0.05], [0.3], [0.65]]), 7)
+    np.testing.assert_array_equal(counts, [[0], [2], [5]])
+    rng = np.random.default_rng(3)
+    for n in (3, 17, 101):
+        w = rng.dirichlet(np.ones(12)).reshape(3, 4)
+        counts = largest_remainder_counts(w, n).ravel()
+        raw = w.ravel() * n
+        remainder = raw - np.floor(raw)
+        bumped = counts > np.floor(raw)
+        # every cell that got a leftover unit has a remainder at least as large as every cell that did not
+        assert bumped.sum() == n - np.floor(raw).sum()
+        if bumped.any() and (~bumped).any():
+            assert remainder[bumped].min() >= remainder[~bumped].max()

@@ -108,14 +108,32 @@ def test_collate_pads_right_and_masks(chat):
             {"from": "gpt", "value": "A red cube on a table."},
         ]
     )
-    image = np.zeros((3, 8, 8), dtype=np.uint8)
+    black = np.zeros((3, 8, 8), dtype=np.uint8)
+    white = np.full((3, 8, 8), 255, dtype=np.uint8)
     batch = collate(
-        [{"input_ids": s.input_ids, "labels": s.labels, "image": image} for s in (short, long)],
+        [
+            {"input_ids": s.input_ids, "labels": s.labels, "image": image}
+            for s, image in ((short, black), (long, white))
+        ],
         chat.pad_id,
         max_len=64,
     )
-    n = len(short.input_ids)
-    assert batch["input_ids"].shape == (2, len(long.input_ids))
-    assert batch["attention_mask"][0, :n].all() and not batch["attention_mask"][0, n:].any()
-    assert (batch["labels"][0, n:] == IGNORE_INDEX).all()
-    assert batch["pixel_values"].shape == (2, 3, 8, 8)
+    n, m = len(short.input_ids), len(long.input_ids)
+    assert n < m and batch["input_ids"].shape == (2, m)
+    # row 0: the short sample then pad ids, ignored labels and a zero mask on the padding; row 1 untouched
+    assert batch["input_ids"][0].tolist() == short.input_ids + [chat.pad_id] * (m - n)
+    assert batch["labels"][0].tolist() == short.labels + [IGNORE_INDEX] * (m - n)
+    assert batch["attention_mask"][0].tolist() == [1] * n + [0] * (m - n)
+    assert batch["input_ids"][1].tolist() == long.input_ids and batch["labels"][1].tolist() == long.labels
+    assert batch["attention_mask"][1].tolist() == [1] * m
+    # pixels CLIP-normalized per channel: (0 - mean) / std for black, (1 - mean) / std for white
+    clip_mean = np.array([0.48145466, 0.4578275, 0.40821073])
+    clip_std = np.array([0.26862954, 0.26130258, 0.27577711])
+    pixels = batch["pixel_values"].numpy()
+    assert pixels.shape == (2, 3, 8, 8) and pixels.dtype == np.float32
+    np.testing.assert_allclose(pixels[0, :, 0, 0], -clip_mean / clip_std, rtol=1e-5)
+    np.testing.assert_allclose(pixels[1, :, 3, 5], (1 - clip_mean) / clip_std, rtol=1e-5)
+    # max_len truncates from the end, keeping the image tokens at the start
+    one = {"input_ids": long.input_ids, "labels": long.labels, "image": black}
+    cut = collate([one], chat.pad_id, max_len=8)
+    assert cut["input_ids"][0].tolist() == long.input_ids[:8]

@@ -440,3 +440,17 @@ def test_image_modes_become_rgb_as_they_look_without_warnings(
         assert all(abs(a - b) <= 2 for a, b in zip(image.getpixel((0, 0)), corner, strict=True))
     if inside is not None:
         assert image.getpixel((1, 1)) == inside
+
+
+@pytest.mark.parametrize("payload", [b"[1, 2]", b'"text"', b"42", b"null"])
+def test_webdataset_non_object_json_member_is_a_reject_not_a_crash(tmp_path: Path, payload: bytes) -> None:
+    members = []
+    for i in range(3):
+        record = payload if i == 1 else json.dumps(good_record(i)).encode()
+        members += [(f"{i:03d}.json", record), (f"{i:03d}.png", png_bytes((i, i, i)))]
+    shard = write_wds(tmp_path / "shard-0.tar", members)
+    with Rejects(tmp_path / "rejects.jsonl") as rejects:
+        samples = list(read_corpus(shard, rejects=rejects))
+    assert [s.id for s in samples] == ["r0", "r2"]
+    (entry,) = read_rejects(tmp_path / "rejects.jsonl")
+    assert entry["where"] == "member 001.json" and entry["reason"].startswith("not an object")

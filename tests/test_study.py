@@ -186,8 +186,8 @@ def test_cli_bad_config_is_one_line(tmp_path):
 def test_share_from_takes_over_finished_trials_of_another_target(tmp_path: Path) -> None:
     from mixatlas.executors import make_executor
     from mixatlas.search.config import SearchConfig
-    from mixatlas.search.setup import open_study
     from mixatlas.search.loop import run_search
+    from mixatlas.search.setup import open_study
 
     first_cfg = SearchConfig.load(None, {"synthetic": "task", "method": "random", "budget": 4,
                                          "target": "bench0/loss", "study": tmp_path / "a.db"})
@@ -253,3 +253,49 @@ def test_recommend_for_another_target_rescores_the_finished_trials(study, space,
     assert (other.trial.id, other.observed, other.target.spec) == (2, 0.5, "val/other")
     with pytest.raises(MixAtlasError, match="missing"):
         recommend(study, Target.parse("missing"))
+
+
+def test_resume_refuses_a_different_space_or_objective(tmp_path: Path) -> None:
+    from mixatlas.search.config import SearchConfig
+    from mixatlas.search.setup import open_study
+
+    def config(**options) -> SearchConfig:
+        fields = {"method": "random", "budget": 3, "study": tmp_path / "s.db", **options}
+        return SearchConfig.load(None, fields)
+
+    study, _ = open_study(config(synthetic="task"))
+    study.close()
+    with pytest.raises(MixAtlasError, match=r'space\.mode is "joint" here but "task" in the study'):
+        open_study(config(synthetic="joint"))
+    with pytest.raises(MixAtlasError, match=r"objective_spec\.noise is 0\.5 here but null in the study"):
+        open_study(config(synthetic="task", noise=0.5))
+    again, _ = open_study(config(synthetic="task"))  # the same problem resumes
+    assert again.space.mode == "task"
+    again.close()
+
+
+@pytest.mark.parametrize("method", ["random", "gp-ucb"])
+def test_recommendation_follows_the_target_direction(
+    tmp_path: Path, space: MixtureSpace, method: str
+) -> None:
+    # the same six trials, value = weight of cell cats/captioning: a minimized study recommends the lowest,
+    # a maximized one the highest (gp-ucb's posterior-mean rule picks among the evaluated mixtures)
+    params = space.sample(6, np.random.default_rng(5))
+    values = space.cell_weights(params)[:, 0, 0]
+    picked = {}
+    for minimize in (True, False):
+        study = Study.create(
+            tmp_path / f"{minimize}.db", space=space, objective_spec={"kind": "callable", "function": "m:f"},
+            target=Target.parse("w", minimize=minimize), method=method, budget=6, seed=0,
+            method_options={"rule": "mean", "variants": ["gp"]} if method == "gp-ucb" else {},
+        )
+        for i, p in enumerate(params):
+            trial = study.add_trial(p)
+            study.start_trial(trial.id, trial_dir=tmp_path / f"{minimize}{i}", worker="local")
+            study.finish_trial(trial.id, Result({"w": float(values[i])}))
+        rec = recommend(study)
+        picked[minimize] = rec.mixture.weights_kt[0, 0]
+        if rec.predicted is not None:  # the prediction comes back in target units, near the chosen value
+            assert rec.predicted[0] == pytest.approx(picked[minimize], abs=0.1)
+        study.close()
+    assert picked[True] == pytest.approx(values.min()) and picked[False] == pytest.approx(values.max())

@@ -188,3 +188,24 @@ def test_bad_specs_and_maps_name_the_fix(tmp_path: Path) -> None:
         TaskTyper.from_spec(f"map:{bad}")
     with pytest.raises(MixAtlasError, match="cannot read the task map"):
         TaskTyper.from_spec(f"map:{tmp_path / 'missing.yaml'}")
+
+
+# docs/task-typing.md, "Multi-turn samples": a tie goes to the more specific task, in this order.
+DOCUMENTED_SPECIFICITY = ("grounding", "detection", "ocr", "captioning", "vqa")
+
+
+def test_multi_turn_tie_goes_to_the_more_specific_task_in_either_turn_order() -> None:
+    # one labelled English prompt per task that the rules type correctly on its own
+    example = {}
+    for row in labelled_rows():
+        new = row["lang"] == "en" and row["task"] not in example
+        if new and classify_turn(row["prompt"], row["answer"])[0] == row["task"]:
+            example[row["task"]] = conversation(row["prompt"], row["answer"])
+    assert set(example) == set(DOCUMENTED_SPECIFICITY)
+    for i, specific in enumerate(DOCUMENTED_SPECIFICITY):
+        for general in DOCUMENTED_SPECIFICITY[i + 1 :]:
+            for turns in (example[specific] + example[general], example[general] + example[specific]):
+                typing = type_conversation(turns)
+                assert typing.task == specific, (specific, general, typing)
+            # a real majority still beats specificity
+            assert type_conversation(example[general] * 2 + example[specific]).task == general

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import inspect
+import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -63,7 +64,8 @@ def _parameter(name: str, annotation: Any, option: Any) -> inspect.Parameter:
 
 def _flag_type(annotation: Any, one_string: bool) -> tuple[Any, tuple[str, ...]]:
     """The flag's type (always optional: an unset flag leaves the YAML / default value) and its choices."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)  # list[Path] is not a union
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] if union else [annotation]
     base = args[0] if len(args) == 1 else annotation
     if typing.get_origin(base) is Literal:
         return str | None, tuple(typing.get_args(base))
