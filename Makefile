@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test faults lint bench bench-quick clean
+.PHONY: setup demo test faults lint bench bench-quick mutation clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,6 +35,12 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python bench/run_all.py --quick
+
+# Mutation score of the core modules (a bench, not a gate): mutmut in a scratch copy -> bench/out/mutation.json.
+# Hours on 2 cores for every group; e.g. `.venv/bin/python bench/mutation.py --group space` for one.
+mutation: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,mutation]' 'torch==2.13.0'
+	$(BIN)/python bench/mutation.py
 
 clean:
 	rm -rf $(VENV) demo-out
