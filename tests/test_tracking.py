@@ -74,8 +74,8 @@ def test_proxy_run_reads_back_from_tensorboard(proxy_run, tmp_path):
 
 def test_wandb_offline_run(tmp_path):
     pytest.importorskip("wandb", reason="wandb is optional (pip install 'mixatlas[track]')")
-    tracker = make_tracker("wandb", "mixatlas-test", tmp_path)
-    tracker.log(TrackedRun("r", {"task/ocr": 0.5}, {"avg/nll": 1.0}, [[1, 2.0], [2, 1.5]]))
+    with make_tracker("wandb", "mixatlas-test", tmp_path) as tracker:
+        tracker.log(TrackedRun("r", {"task/ocr": 0.5}, {"avg/nll": 1.0}, [[1, 2.0], [2, 1.5]]))
     (log,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
     # wandb 0.31 reads these logs only in its Go core (`wandb sync`); the record keys are stored as bytes.
     data = log.read_bytes()

@@ -255,3 +255,7 @@ class WandbTracker(Tracker):
             handle.summary.update({name: float(value) for name, value in run.metrics.items()})
         finally:
             handle.finish(exit_code=1 if run.tags.get("state") == "failed" else 0)
+
+    def close(self) -> None:
+        """Wait until W&B's service has written every run (it writes the offline logs asynchronously)."""
+        self.wandb.teardown()

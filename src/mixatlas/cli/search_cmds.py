@@ -90,7 +90,7 @@ def _search(config: Path | None = None, **flags: Any) -> None:
         f"{study_obj.space.describe()}",
         highlight=False,
     )
-    with open_executor(cfg, runs) as pool:
+    with open_executor(cfg, runs) as pool, open_tracker(cfg.track, cfg.track_uri, study_obj) as tracker:
         run_search(
             study_obj,
             objective_obj,
@@ -99,7 +99,7 @@ def _search(config: Path | None = None, **flags: Any) -> None:
             retries=cfg.retries,
             timeout_s=cfg.timeout,
             runs_dir=runs,
-            tracker=open_tracker(cfg.track, cfg.track_uri, study_obj),
+            tracker=tracker,
         )
     print_recommendation(study_obj)
 

@@ -309,9 +309,10 @@ def _record_outcome(study: Study, trial: Trial, outcome: TrialOutcome, retries: 
     return 1
 
 
-def open_tracker(kind: str | None, uri: str | None, study: Study) -> Tracker | None:
-    """The tracker a search logs its trials to (experiment = the study file's name), or None."""
-    return None if kind is None else make_tracker(kind, Path(study.path).stem, uri)
+def open_tracker(kind: str | None, uri: str | None, study: Study) -> contextlib.AbstractContextManager:
+    """`with open_tracker(...) as tracker`: the tracker a search logs its trials to (experiment = the study
+    file's name; closed, i.e. flushed, on exit), or None when `kind` is None."""
+    return contextlib.nullcontext() if kind is None else make_tracker(kind, Path(study.path).stem, uri)
 
 
 def _track(tracker: Tracker | None, study: Study, trial_id: int) -> None:
