@@ -166,13 +166,15 @@ class _LocalCall:
             env["CUDA_VISIBLE_DEVICES"] = self.gpus = gpus
         receive, send = context.Pipe(duplex=False)
         process = context.Process(target=_worker_main, args=(send, env, self.fn, self.args), name=name)
+        # Ctrl-C / SIGTERM wait until the start is complete: a start cut short would leave a half-fed
+        # child (its unpickling error on the terminal) and no pid to kill
+        deferred = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             process.start()
+            self.process, self.conn = process, receive
         finally:
             send.close()
-        # set only once started: a start cut short (Ctrl-C) leaves no pid to kill; a child the fork server
-        # made anyway dies with the fork server when the run exits (PR_SET_PDEATHSIG)
-        self.process, self.conn = process, receive
+            signal.pthread_sigmask(signal.SIG_SETMASK, deferred)
 
     def collect(self) -> None:
         """Read the result if it arrived, or note the worker's death (call when pipe or process is ready)."""

@@ -33,8 +33,9 @@ pytestmark = pytest.mark.faults
 ROUNDS = int(os.environ.get("MIXATLAS_FAULT_ROUNDS", "0"))  # 0: the fixed CI subset
 SEED = int(os.environ.get("MIXATLAS_FAULT_SEED", str(time.time_ns() % 10**9)))
 CLI = [sys.executable, "-c", "from mixatlas.cli import main; main()"]
-KINDS = ("SIGKILL", "SIGINT", "SIGTERM", "group SIGKILL")
-EXIT_CODES = {"SIGKILL": -9, "SIGINT": 130, "SIGTERM": 143, "group SIGKILL": -9}
+# "Ctrl-C" is what a terminal does: SIGINT to the whole foreground process group (workers included)
+KINDS = ("SIGKILL", "SIGINT", "SIGTERM", "group SIGKILL", "Ctrl-C")
+EXIT_CODES = {"SIGKILL": -9, "SIGINT": 130, "SIGTERM": 143, "group SIGKILL": -9, "Ctrl-C": 130}
 
 
 def kinds(ci: tuple[str, ...], rng: random.Random) -> list[str]:
@@ -55,8 +56,8 @@ class Run:
                                          stderr=err, start_new_session=True)
 
     def send(self, kind: str) -> None:
-        if kind == "group SIGKILL":
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        if kind in ("group SIGKILL", "Ctrl-C"):
+            os.killpg(self.proc.pid, signal.SIGKILL if kind == "group SIGKILL" else signal.SIGINT)
         else:
             self.proc.send_signal(getattr(signal, kind))
 
@@ -105,7 +106,8 @@ def interrupt(run: Run, kind: str, after_s: float) -> int:
     assert code in (0, EXIT_CODES[kind]), f"seed {SEED}: {kind} -> exit {code}: {run.stderr()[-2000:]}"
     if code in (130, 143):
         lines = [line for line in run.stderr().splitlines() if line.strip()]
-        assert lines[-1].startswith(f"stopped by {kind}"), f"seed {SEED}: {lines[-3:]}"
+        name = "SIGINT" if kind == "Ctrl-C" else kind
+        assert lines[-1].startswith(f"stopped by {name}"), f"seed {SEED}: {lines[-3:]}"
     return code
 
 
@@ -134,7 +136,7 @@ def test_search_survives_random_kills_and_interrupts(tmp_path: Path) -> None:
     args = ["search", "--synthetic", "task", "--method", "random", "--budget", str(budget), "--parallel", "2",
             "--study", str(tmp_path / "s.db")]
     done: set[int] = set()
-    for kind in kinds(("SIGINT", "group SIGKILL"), rng):
+    for kind in kinds(("Ctrl-C", "group SIGKILL"), rng):
         code = interrupt(Run(args, tmp_path), kind, rng.uniform(2.0, 6.0))
         if (tmp_path / "s.db").exists():
             done = check_study(tmp_path / "s.db", budget, done, stopped_cleanly=code != -9)
@@ -175,11 +177,11 @@ def wait_for(predicate: Callable[[], object], timeout: float = 60.0) -> None:
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize("kind", ["group SIGKILL", "SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("kind", ["group SIGKILL", "Ctrl-C", "SIGTERM"])
 def test_a_killed_search_leaves_no_trainer_and_a_resume_ends_what_survived(
     tmp_path: Path, tiny_atlas: Path, kind: str
 ) -> None:
-    if ROUNDS == 0 and kind != "group SIGKILL":  # the CI subset: SIGINT is covered by the search test
+    if ROUNDS == 0 and kind != "group SIGKILL":  # the CI subset: Ctrl-C is covered by the search test
         pytest.skip("full fault set only (MIXATLAS_FAULT_ROUNDS)")
     (tmp_path / "trainer.py").write_text(TRAINER)
     fast = tmp_path / "fast"
@@ -201,7 +203,8 @@ def test_a_killed_search_leaves_no_trainer_and_a_resume_ends_what_survived(
         assert not run.survivors()
         study = Study.open(tmp_path / "s.db", read_only=True)
         assert [t.state for t in study.trials()] == ["pending"] and study.trials()[0].interruptions == 1
-        assert run.stderr().strip().splitlines()[-1].startswith(f"stopped by {kind}")
+        name = "SIGINT" if kind == "Ctrl-C" else kind
+        assert run.stderr().strip().splitlines()[-1].startswith(f"stopped by {name}")
     fast.touch()
     resume = Run(args, tmp_path)
     assert resume.wait() == 0, resume.stderr()[-2000:]
@@ -224,7 +227,7 @@ def test_decompose_killed_or_interrupted_keeps_the_old_atlas_and_resumes(tmp_pat
     build_atlas(tmp_path / "C", out, k=2, workers=0, progress=False)
     rebuild = ["decompose", str(tmp_path / "C"), "--out", str(out), "--k", "3", "--workers", "1"]
     cached: dict[str, int] = {}
-    for kind in kinds(("SIGINT",), rng):
+    for kind in kinds(("Ctrl-C",), rng):
         code = interrupt(Run(rebuild, tmp_path), kind, rng.uniform(2.0, 12.0))
         k = Atlas.load(out).k  # always a complete atlas: the old one, or the new one if it got published
         assert k in (2, 3) and (code != 0 or k == 3), f"seed {SEED}: k {k} after exit {code}"
