@@ -21,6 +21,7 @@ import pytest
 
 from conftest import run_mixatlas
 from mixatlas.atlas import Atlas
+from mixatlas.objectives.base import Target
 from mixatlas.recipe import Recipe, largest_remainder_counts
 from mixatlas.search.study import Study, TrialState
 from mixatlas.space import Mixture
@@ -366,28 +367,38 @@ def test_search_with_the_proxy_objective_then_proxy_train_and_steps_to_loss(
         eval_generate=False,
         eval_benchmarks=["chart-vqa", "document-ocr"],
     ).to_yaml(config)
+    # README: `search --config examples/search.yaml --budget N` (YAML config, flags override it) with the
+    # proxy objective; the flags point it at this atlas and config and shrink it to one trial
+    examples = Path(__file__).resolve().parent.parent / "examples" / "search.yaml"
     run = run_mixatlas(
         "search",
+        "--config",
+        examples,
         "--atlas",
         "atlas",
-        "--space",
-        "task",
-        "--method",
-        "random",
-        "--budget",
-        "1",
         "--objective",
         "proxy",
         "--proxy-config",
         config,
-        "--target",
-        TARGET,
-        "--minimize",
+        "--planned-samples",
+        "1200",
+        "--budget",
+        "1",
         "--study",
         tmp_path / "proxy.db",
         cwd=work,
     )
     assert run.code == 0, run.err
+    study = Study.open(tmp_path / "proxy.db", read_only=True)
+    # from the YAML: method, space, target, direction, shared seeds; from the flags: budget, epoch cap
+    assert (study.method, study.space.mode, study.target.spec, study.target.minimize) == (
+        "gp-ucb",
+        "task",
+        Target.parse(TARGET).spec,
+        True,
+    )
+    assert (study.budget, study.space.planned_samples, study.meta["trial_seeds"]) == (1, 1200, "shared")
+    study.close()
     (trial,) = done_trials(tmp_path / "proxy.db")
     metrics = json.loads(Path(trial.trial_dir, "metrics.json").read_text())["metrics"]
     assert trial.value == pytest.approx(0.5 * metrics["chart-vqa/nll"] + 0.5 * metrics["document-ocr/nll"])
