@@ -34,7 +34,12 @@ MUTMUT = Path(sys.executable).parent / "mutmut"
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "space": (
         ["src/mixatlas/space/*.py"],
-        ["tests/test_mixture.py", "tests/test_space.py", "tests/test_parametrization.py"],
+        [
+            "tests/test_mixture.py",
+            "tests/test_space.py",
+            "tests/test_parametrization.py",
+            "tests/test_feasibility.py",
+        ],
     ),
     "search": (
         [
