@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import sys
 import tarfile
@@ -640,3 +641,81 @@ def test_bench_overhead_tiny(tmp_path: Path) -> None:
     assert (data["n_done"], data["dim"], set(data["methods"])) == (10, 50, {"random", "regmix"})
     for timings in data["methods"].values():
         assert 0 < timings["ask_n1_s"] < 60 and 0 < timings["ask_n4_s"] < 60
+
+
+# ----- commands added to the README by other stages (audit/export -> map, k auto, fidelities) -------------
+
+
+def test_audit_export_then_decompose_with_the_map(
+    synth_corpus: Path, pixels_atlas: Path, tmp_path: Path
+) -> None:
+    fix = tmp_path / "fix.yaml"
+    audit = run_mixatlas("atlas", "audit", pixels_atlas, "--export", fix)
+    assert audit.code == 0, audit.err
+    # the synthetic corpus's one source ("train") holds all five tasks: exported as a comment, left to rules
+    assert re.search(r"^  # train: \w+  # \d+% of 600, mixed: left to rules$", fix.read_text(), re.M)
+    # the documented fix: edit the map (here: type every sample of "train" as OCR), rebuild with it
+    fix.write_text(fix.read_text().replace("sources:", "sources:\n  train: ocr"))
+    rebuilt = run_mixatlas(
+        "decompose",
+        synth_corpus / "train.jsonl",
+        "--out",
+        tmp_path / "A2",
+        "--tasks",
+        f"map:{fix}",
+        "--k",
+        "4",
+        "--workers",
+        "0",
+    )
+    assert rebuilt.code == 0, rebuilt.err
+    rows = pq.read_table(tmp_path / "A2" / "samples.parquet").to_pylist()
+    assert len(rows) == 600
+    assert {(row["task"], row["task_rule"]) for row in rows} == {("ocr", "map:source:train")}
+
+
+def test_decompose_k_auto_picks_k_by_silhouette(synth_corpus: Path, tmp_path: Path) -> None:
+    run = run_mixatlas(
+        "decompose", synth_corpus / "train.jsonl", "--out", tmp_path / "A", "--k", "auto", "--workers", "0"
+    )
+    assert run.code == 0, run.err
+    atlas = Atlas.load(tmp_path / "A")
+    assert 2 <= atlas.k <= 16 and atlas.counts.sum() == 600
+    assert list(atlas.concepts) == [f"c{i}" for i in range(atlas.k)]  # default names c0..c{k-1}
+
+
+def test_analyze_fidelities_on_a_known_ordering(tmp_path: Path) -> None:
+    # 'small' ranks the 8 mixtures exactly as 'large' does, 'reversed' exactly the other way round
+    rows = []
+    for i in range(8):
+        a = (i + 1) / 10
+        large = 1 + (a - 0.42) ** 2
+        rows += [
+            [a, 1 - a, "large", large],
+            [a, 1 - a, "small", 2 * large + 1],
+            [a, 1 - a, "reversed", 5 - large],
+        ]
+    with open(tmp_path / "f.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["w_a", "w_b", "fidelity", "loss"])
+        writer.writerows(rows)
+    args = [
+        "--weight-cols",
+        "w_",
+        "--fidelity-col",
+        "fidelity",
+        "--target",
+        "loss",
+        "--target-fidelity",
+        "large",
+    ]
+    run = run_mixatlas(
+        "analyze", "fidelities", tmp_path / "f.csv", *args, "--minimize", "--json", tmp_path / "o.json"
+    )
+    assert run.code == 0, run.err
+    result = {row["fidelity"]: row for row in json.loads((tmp_path / "o.json").read_text())["rows"]}
+    assert result["small"]["spearman"] == pytest.approx(1.0) and result["small"]["kendall"] == pytest.approx(
+        1.0
+    )
+    assert result["reversed"]["spearman"] == pytest.approx(-1.0)
+    assert result["small"]["best_rank_at_target"] == 1 and result["reversed"]["best_rank_at_target"] == 8
