@@ -39,6 +39,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/test_space.py",
             "tests/test_parametrization.py",
             "tests/test_feasibility.py",
+            "tests/test_space_errors.py",
         ],
     ),
     "search": (
