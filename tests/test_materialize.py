@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -23,7 +24,7 @@ from mixatlas.space import Mixture
 def split_by_domain(corpus: Path, out: Path) -> Path:
     """The synthetic corpus as one JSONL file per image domain, so each domain is its own source."""
     out.mkdir()
-    (out / "images").symlink_to(corpus / "images")
+    shutil.copytree(corpus / "images", out / "images")  # links out of the root would be rejects
     by_domain: dict[str, list[str]] = {}
     for line in (corpus / "train.jsonl").read_text().splitlines():
         by_domain.setdefault(json.loads(line)["meta"]["domain"], []).append(line)
