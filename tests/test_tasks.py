@@ -173,6 +173,34 @@ def test_auto_precedence_explicit_then_maps_then_rules(tmp_path: Path) -> None:
     assert by_field.task_of(sample("Read the sign.", "stop", meta={})) == "ocr"
 
 
+def test_a_mix_file_source_says_rules_and_its_image_folders_decide(tmp_path: Path) -> None:
+    # LLaVA-1.5's mix is one JSON file: its source (`llava_v1_5_mix665k: rules`) passes on to the folders
+    auto = TaskTyper.from_spec("auto")
+    for source in ("llava_v1_5_mix665k", "sharegpt4v_mix665k_cap23k_coco-ap9k_lcs3k_sam9k_div2k"):
+        def typed(image: str, prompt: str = "Is the sky blue?", source: str = source) -> tuple[str, str]:
+            typing = auto.type(sample(prompt, "yes", source=source, image=image))
+            return typing.task, typing.rule
+
+        assert typed("ocr_vqa/images/1.jpg") == ("ocr", "known:image:ocr_vqa/images")
+        assert typed("gqa/images/2.jpg") == ("vqa", "known:image:gqa/images")
+        assert typed("textvqa/train_images/3.jpg") == ("ocr", "known:image:textvqa/train_images:prior")
+        # a `rules` folder, or no known folder: the rules decide
+        assert typed("coco/train2017/4.jpg", "Describe this image.") == ("captioning", "caption-intent")
+        assert typed("coco/train2017/4.jpg") == ("vqa", "question")
+        assert typed("misc/5.jpg") == ("vqa", "question")
+    # a `rules:TASK` source keeps its prior; a task source still wins over its folders
+    llavar = auto.type(sample("Is the sky blue?", "yes", source="llavar_gpt4_20k", image="gqa/images/2.jpg"))
+    assert llavar.rule == "known:source:llavar_gpt4_20k:prior"
+    assert auto.task_of(sample("Is it?", "no", source="textcaps", image="gqa/images/2.jpg")) == "captioning"
+    # a user map's `rules` source skips the shipped source entry, not the folders of either map
+    user = tmp_path / "fix.yaml"
+    user.write_text("sources:\n  textcaps: rules\nimages:\n  scans/: detection\n")
+    typer = TaskTyper.from_spec(f"map:{user}")
+    assert typer.type(sample("Is it?", "no", source="textcaps", image="ocr_vqa/images/1.jpg")).task == "ocr"
+    assert typer.type(sample("Is it?", "no", source="textcaps", image="a/scans/1.jpg")).task == "detection"
+    assert typer.type(sample("Is it?", "no", source="textcaps", image="a/b/1.jpg")).rule == "question"
+
+
 def test_bad_specs_and_maps_name_the_fix(tmp_path: Path) -> None:
     with pytest.raises(MixAtlasError, match=r"expected 'auto', 'rules', 'field:NAME' or 'map:FILE\.yaml'"):
         TaskTyper.from_spec("magic")

@@ -4,9 +4,10 @@ the rule that decided it, and the per-turn task mix.
 Precedence (docs/task-typing.md): an explicit task (the record's `task`, then the field named by
 `field:NAME`), then source maps (a user map from `map:FILE.yaml`, then the shipped map of known corpora,
 `known_sources.yaml`), then the rules of `task_rules` on each (prompt, answer) turn. A map entry may say
-`rules` (the source hosts several tasks: type its samples by rules) or `rules:TASK` (rules, but TASK
-instead of a low-confidence guess). A multi-turn sample takes the task of most of its turns; a tie goes
-to the more specific task in the order grounding, detection, OCR, captioning, VQA.
+`rules` (the source hosts several tasks: a source entry passes on to the maps' image folders, then the
+rules) or `rules:TASK` (rules, but TASK instead of a low-confidence guess). A multi-turn sample takes
+the task of most of its turns; a tie goes to the more specific task in the order grounding, detection,
+OCR, captioning, VQA.
 
 `--tasks` specs: `auto` (default: explicit > shipped map > rules), `rules` (explicit > rules),
 `map:FILE.yaml` (explicit > FILE > shipped map > rules), `field:NAME` (explicit > field > shipped map >
@@ -45,7 +46,7 @@ PRIOR_YIELDS_TO = LOW_CONFIDENCE_RULES | {"question"}
 SHIPPED_MAP = "known_sources.yaml"
 # Bumped when the rules change what they decide: part of the embedding cache key, so a resumed build
 # never mixes rows typed by two versions of the rules.
-TYPING_VERSION = 2
+TYPING_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -110,17 +111,20 @@ class SourceMap:
         self._by_source: dict[str, Entry | None] = {}
         self._by_folder: dict[str, Entry | None] = {}
 
-    def lookup(self, source: str, image: str | None) -> Entry | None:
-        """The entry for a sample: its source first, then its image folder; None if neither matches."""
+    def by_source(self, source: str) -> Entry | None:
+        """The entry for the sample's source name (exact, then globs); None if none matches."""
         key = source.lower()
         if key not in self._by_source:
             entry = self.sources.get(key)
             if entry is None:
                 entry = next((e for pattern, e in self.globs if fnmatch.fnmatchcase(key, pattern)), None)
             self._by_source[key] = entry
-        entry = self._by_source[key]
-        if entry is not None or not image or not self.images:
-            return entry
+        return self._by_source[key]
+
+    def by_image(self, image: str | None) -> Entry | None:
+        """The entry for a folder in the sample's image path; None if none matches."""
+        if not image or not self.images:
+            return None
         folder = os.path.dirname(image)
         if folder not in self._by_folder:
             path = "/" + folder.replace("\\", "/").strip("/").lower() + "/"
@@ -239,8 +243,14 @@ class TaskTyper:
             if task is not None:
                 return Typing(task, f"field:{self.field}", "")
         prior: Entry | None = None
+        source_said_rules = False
         for source_map in self.maps:
-            entry = source_map.lookup(sample.source, sample.image)
+            entry = None if source_said_rules else source_map.by_source(sample.source)
+            if entry is not None and entry.task is None and entry.prior is None:
+                # a plain `rules` source hosts several tasks (a mix file): its image folders may still say
+                source_said_rules, entry = True, None
+            if entry is None:
+                entry = source_map.by_image(sample.image)
             if entry is None:
                 continue
             if entry.task is not None:
