@@ -90,9 +90,13 @@ def test_audit_cli_json_and_table(atlas: Atlas) -> None:
     assert data["source_map"]["webscrape"] == {"task": "ocr", "share": 0.875, "n": 8, "mapped": False}
     run = CliRunner().invoke(app, ["atlas", "audit", str(atlas.dir)])
     assert run.exit_code == 0, run.output
-    shown = ("captioning: 6 samples", "known:source:textcaps", "low-confidence samples", "vqa:2 grounding:1")
+    shown = ("captioning: 6 samples", "known:source:textcaps", "low-confidence samples", "vqa:2 grounding:1",
+             "no samples: grounding, detection")
     for text in shown:
         assert text in run.stdout
+    assert "grounding: 0 samples" not in run.stdout and "detection: 0 samples" not in run.stdout
+    one = CliRunner().invoke(app, ["atlas", "audit", str(atlas.dir), "--task", "detection"])
+    assert one.exit_code == 0 and "no samples: detection" in one.stdout and "rule" not in one.stdout
     bad = CliRunner().invoke(app, ["atlas", "audit", str(atlas.dir), "--task", "segmentation"])
     assert isinstance(bad.exception, MixAtlasError)  # main() prints it as one line, exit 2
     assert str(bad.exception).startswith("--task segmentation: unknown task; use one of captioning")
@@ -102,7 +106,8 @@ def test_export_round_trip_reproduces_the_fixed_typing(atlas: Atlas, corpus: Pat
     report = audit_atlas(atlas.dir)
     exported = tmp_path / "fix.yaml"
     mapped = export_map(report, exported, min_share=0.8)
-    assert mapped == {"textcaps": "captioning", "webscrape": "ocr"}  # mixed (vqa 67%) stays with rules
+    # mixed (vqa 67%) stays with rules; the one image folder holds every task: left to rules
+    assert mapped == {"sources": {"textcaps": "captioning", "webscrape": "ocr"}, "images": {}}
     assert "# mixed: vqa" in exported.read_text() and "left to rules" in exported.read_text()
     # the fix: every webscrape sample becomes OCR, everything else keeps its atlas typing
     before = dict(zip(atlas.table()["id"].to_pylist(), atlas.table()["task"].to_pylist(), strict=True))
@@ -124,3 +129,51 @@ def test_an_atlas_without_rule_columns_is_retyped(atlas: Atlas, tmp_path: Path) 
     report = audit_atlas(old)
     assert report.retyped
     assert report.tasks["ocr"].rules == audit_atlas(atlas.dir).tasks["ocr"].rules
+
+
+@pytest.fixture(scope="module")
+def one_file_corpus(synth_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The records above in one file (`mix.jsonl`: one source, as LLaVA-1.5's mix is), each former source's
+    images in its own folder under `data/`."""
+    root = tmp_path_factory.mktemp("one_file_corpus")
+    folders = {"textcaps": "captions/imgs", "webscrape": "scans/pages", "mixed": "photos/train"}
+    index = 0
+    with (root / "mix.jsonl").open("w") as fh:
+        for stem, conversations in RECORDS.items():
+            (root / "data" / folders[stem]).mkdir(parents=True)
+            for conversation in conversations:
+                name = f"{folders[stem]}/{index:07d}.png"
+                shutil.copy(synth_corpus / "images" / f"{index:07d}.png", root / "data" / name)
+                fh.write(json.dumps({"id": f"{stem}-{index}", "image": f"data/{name}",
+                                     "conversations": conversation}) + "\n")
+                index += 1
+    return root
+
+
+def test_export_maps_image_folders_of_a_one_file_corpus(one_file_corpus: Path, tmp_path: Path) -> None:
+    atlas = build_atlas(one_file_corpus, tmp_path / "A", embedder="pixels", k=2, workers=0, progress=False)
+    report = audit_atlas(atlas.dir)
+    assert dict(report.sources["mix"]) == {"ocr": 7, "captioning": 6, "vqa": 5}
+    exported = tmp_path / "fix.yaml"
+    mapped = export_map(report, exported, min_share=0.8)
+    # the one source is mixed; two of its three folders are one task (>= 80%), the photos are not (67%)
+    assert mapped == {"sources": {}, "images": {"captions/imgs": "captioning", "scans/pages": "ocr"}}
+    text = exported.read_text()
+    assert "\nimages:\n" in text and "# photos/train: vqa  # 67% of 6, mixed: left to rules" in text
+    # --json shows the folders at the default share (90%)
+    assert report.to_json()["folder_map"]["scans/pages"] == {"task": "ocr", "share": 0.875, "n": 8,
+                                                              "mapped": False}
+    # the round trip: the scans' one untyped prompt becomes OCR, every other sample keeps its typing
+    table = atlas.table()
+    before = dict(zip(table["id"].to_pylist(), table["task"].to_pylist(), strict=True))
+    expected = {key: "ocr" if key.startswith("webscrape") else task for key, task in before.items()}
+    assert expected != before
+    typer = TaskTyper.from_spec(f"map:{exported}")
+    assert {s.id: typer.task_of(s) for s in read_corpus(one_file_corpus)} == expected
+    rebuilt = build_atlas(one_file_corpus, tmp_path / "B", embedder="pixels", k=2, workers=0, progress=False,
+                          tasks=f"map:{exported}")
+    table = rebuilt.table()
+    assert dict(zip(table["id"].to_pylist(), table["task"].to_pylist(), strict=True)) == expected
+    audit = audit_atlas(rebuilt.dir)
+    assert audit.tasks["ocr"].rules == {"map:image:scans/pages": 8}
+    assert audit.tasks["captioning"].rules == {"map:image:captions/imgs": 4, "caption-intent": 2}

@@ -199,6 +199,12 @@ def test_a_mix_file_source_says_rules_and_its_image_folders_decide(tmp_path: Pat
     assert typer.type(sample("Is it?", "no", source="textcaps", image="ocr_vqa/images/1.jpg")).task == "ocr"
     assert typer.type(sample("Is it?", "no", source="textcaps", image="a/scans/1.jpg")).task == "detection"
     assert typer.type(sample("Is it?", "no", source="textcaps", image="a/b/1.jpg")).rule == "question"
+    # nested folders: the longest match wins, whatever the order in the map
+    user.write_text("images:\n  pages/: ocr\n  scans/pages/: detection\n  scans/: captioning\n")
+    nested = TaskTyper.from_spec(f"map:{user}")
+    folders = ("scans/pages", "scans", "pages")
+    typed = [nested.task_of(sample(image=f"/d/{folder}/1.jpg")) for folder in folders]
+    assert typed == ["detection", "captioning", "ocr"]
 
 
 def test_bad_specs_and_maps_name_the_fix(tmp_path: Path) -> None:

@@ -1,15 +1,18 @@
 """Audit an atlas's task typing: which rule typed how many samples, with sample prompts; mixed and
-low-confidence samples; and a source -> task map that fixes the typing by source.
+low-confidence samples; and a source / image-folder -> task map that fixes the typing.
 
 `audit_atlas` streams samples.parquet one row group at a time (memory: counts plus `n` examples per
 list). Atlases written before the `task_rule` / `task_mix` columns are re-typed with their own
-`task_rules` spec. `export_map` writes the per-source majority tasks as a YAML map: rebuilding with
-`--tasks map:FILE` gives every exported source its majority task and leaves the others as they were.
+`task_rules` spec. `export_map` writes the per-source and per-image-folder majority tasks as a YAML map
+(`sources:`, `images:`): rebuilding with `--tasks map:FILE` gives every exported source, then every
+exported folder, its majority task and leaves the others as they were. Folders matter for one-file corpora
+(LLaVA-1.5's mix is one source; its coco/, gqa/, ocr_vqa/ folders are not).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -56,14 +59,16 @@ class TaskAudit:
 
 @dataclass
 class AuditReport:
-    """What `audit_atlas` found. `sources[source][task]` counts samples; `mixed` / `low_confidence` hold
-    up to n examples each (`{"id", "source", "task", "rule", "mix", "prompt"}`)."""
+    """What `audit_atlas` found. `sources[source][task]` and `folders[image folder][task]` count samples;
+    `mixed` / `low_confidence` hold up to n examples each (`{"id", "source", "task", "rule", "mix",
+    "prompt"}`)."""
 
     atlas: str
     task_rules: str
     n_samples: int
     tasks: dict[str, TaskAudit]
     sources: dict[str, Counter]
+    folders: dict[str, Counter]
     mixed: list[dict]
     low_confidence: list[dict]
     retyped: bool
@@ -78,7 +83,7 @@ class AuditReport:
                              "low_confidence": audit.low_confidence}
                       for task, audit in self.tasks.items()},
             "sources": {source: dict(counts.most_common()) for source, counts in self.sources.items()},
-            "source_map": source_map(self),
+            "source_map": source_map(self), "folder_map": folder_map(self),
             "mixed": self.mixed, "low_confidence": self.low_confidence,
         }
 
@@ -122,6 +127,7 @@ def audit_atlas(atlas_dir: Path | str, task: str | None = None, n: int = 20, see
     examples: dict[tuple[str, str], _Reservoir] = {}
     mixed, low = _Reservoir(n, rng), _Reservoir(n, rng)
     sources: dict[str, Counter] = {}
+    folders: dict[str, Counter] = {}
     columns = ["id", "source", "image", "task", "conversations"]
     columns += [] if retyped else ["task_rule", "task_mix"]
     total = 0
@@ -133,6 +139,9 @@ def audit_atlas(atlas_dir: Path | str, task: str | None = None, n: int = 20, see
                                            conversations=json.loads(row["conversations"])))
                 row["task"], row["task_rule"], row["task_mix"] = typing.task, typing.rule, typing.mix
             sources.setdefault(row["source"], Counter())[row["task"]] += 1
+            folder = os.path.dirname(row["image"] or "")
+            if folder:
+                folders.setdefault(folder, Counter())[row["task"]] += 1
             if row["task"] not in tasks:
                 continue
             _count(row, tasks[row["task"]], examples, mixed, low, n, rng)
@@ -144,8 +153,8 @@ def audit_atlas(atlas_dir: Path | str, task: str | None = None, n: int = 20, see
         audit.examples = {rule: [first_prompt(c) for c in items] for rule, items in audit.examples.items()}
     for item in mixed.items + low.items:
         item["prompt"] = first_prompt(item["prompt"])
-    return AuditReport(str(atlas.dir), atlas.info.task_rules, total, tasks, sources, mixed.items, low.items,
-                       retyped)
+    return AuditReport(str(atlas.dir), atlas.info.task_rules, total, tasks, sources, folders, mixed.items,
+                       low.items, retyped)
 
 
 def _count(row: dict, audit: TaskAudit, examples: dict, mixed: _Reservoir, low: _Reservoir, n: int,
@@ -171,37 +180,67 @@ def _count(row: dict, audit: TaskAudit, examples: dict, mixed: _Reservoir, low: 
         low.offer(item)
 
 
-def source_map(report: AuditReport, min_share: float = DEFAULT_MIN_SHARE) -> dict[str, dict]:
-    """Per source: its majority task, that task's share, and whether the share reaches `min_share`
-    (then the export maps the source to the task)."""
+def _majorities(groups: dict[str, Counter], min_share: float) -> dict[str, dict]:
     rows = {}
-    for source, counts in sorted(report.sources.items()):
+    for name, counts in sorted(groups.items()):
         task, count = counts.most_common(1)[0]
         share = count / sum(counts.values())
-        rows[source] = {"task": task, "share": round(share, 4), "n": sum(counts.values()),
-                        "mapped": share >= min_share}
+        rows[name] = {"task": task, "share": round(share, 4), "n": sum(counts.values()),
+                      "mapped": share >= min_share}
     return rows
 
 
-def export_map(report: AuditReport, path: Path | str, min_share: float = DEFAULT_MIN_SHARE) -> dict[str, str]:
-    """Write a `--tasks map:` YAML: each source whose majority task holds at least `min_share` of its
-    samples maps to that task; the others are written as comments (they keep their current typing).
-    Returns the mapped entries."""
+def source_map(report: AuditReport, min_share: float = DEFAULT_MIN_SHARE) -> dict[str, dict]:
+    """Per source: its majority task, that task's share, and whether the share reaches `min_share`
+    (then the export maps the source to the task)."""
+    return _majorities(report.sources, min_share)
+
+
+def folder_keys(folders: list[str]) -> dict[str, str]:
+    """Each image folder's map key: its path under the folders' common parent (`coco/train2017`), which
+    the `images:` reader matches as a folder inside any image path; one folder: its own name."""
+    if not folders:
+        return {}
+    try:
+        base = os.path.commonpath(folders)
+    except ValueError:  # absolute and relative paths together: keep whole paths
+        base = ""
+    if not base or base in folders:
+        base = os.path.dirname(base)
+    return {folder: os.path.relpath(folder, base).replace(os.sep, "/") if base else folder.strip("/")
+            for folder in folders}
+
+
+def folder_map(report: AuditReport, min_share: float = DEFAULT_MIN_SHARE) -> dict[str, dict]:
+    """Per image folder (keyed as in `folder_keys`): majority task, share, whether it is exported."""
+    keys = folder_keys(sorted(report.folders))
+    return _majorities({keys[folder]: counts for folder, counts in report.folders.items()}, min_share)
+
+
+def export_map(report: AuditReport, path: Path | str,
+               min_share: float = DEFAULT_MIN_SHARE) -> dict[str, dict[str, str]]:
+    """Write a `--tasks map:` YAML: each source, then each image folder, whose majority task holds at least
+    `min_share` of its samples maps to that task; the others are written as comments (they keep their
+    current typing). Returns the mapped entries, `{"sources": {...}, "images": {...}}`."""
     import yaml
 
     if not 0 < min_share <= 1:
         raise MixAtlasError(f"--min-share {min_share}: pass a share in (0, 1]")
-    rows = source_map(report, min_share)
-    mapped = {source: row["task"] for source, row in rows.items() if row["mapped"]}
-    lines = [f"# Source -> task map exported by `mixatlas atlas audit` from {report.atlas}",
-             f"# (typed with --tasks {report.task_rules}). Sources whose majority task holds >= "
+    lines = [f"# Source / image folder -> task map exported by `mixatlas atlas audit` from {report.atlas}",
+             f"# (typed with --tasks {report.task_rules}). Sources and folders whose majority task holds >= "
              f"{min_share:.0%} of their samples are mapped;",
-             "# the commented ones keep their current typing. Edit, then rebuild with --tasks map:THIS_FILE",
-             "# (add the atlas's own map parts after it, comma-joined, to keep them).", "sources:"]
-    for source, row in rows.items():
-        entry = yaml.safe_dump({source: row["task"]}, allow_unicode=True, width=1000).strip()
-        note = f"  # {row['share']:.0%} of {row['n']}"
-        lines.append(f"  {entry}{note}" if row["mapped"] else f"  # {entry}{note}, mixed: left to rules")
+             "# the commented ones keep their current typing. A sample's source entry comes first, then its",
+             "# image folder's. Edit, then rebuild with --tasks map:THIS_FILE",
+             "# (add the atlas's own map parts after it, comma-joined, to keep them)."]
+    mapped = {}
+    sections = (("sources", source_map(report, min_share)), ("images", folder_map(report, min_share)))
+    for section, rows in sections:
+        mapped[section] = {name: row["task"] for name, row in rows.items() if row["mapped"]}
+        lines.append(f"{section}:")
+        for name, row in rows.items():
+            entry = yaml.safe_dump({name: row["task"]}, allow_unicode=True, width=1000).strip()
+            note = f"  # {row['share']:.0%} of {row['n']}"
+            lines.append(f"  {entry}{note}" if row["mapped"] else f"  # {entry}{note}, mixed: left to rules")
     parts = [part.strip() for part in report.task_rules.split(",")]
     if not any(part == "auto" or part.startswith(("field:", "map:")) for part in parts):
         lines.append("shipped: false  # the atlas was typed without the known-corpus map")

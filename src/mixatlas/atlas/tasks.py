@@ -122,13 +122,15 @@ class SourceMap:
         return self._by_source[key]
 
     def by_image(self, image: str | None) -> Entry | None:
-        """The entry for a folder in the sample's image path; None if none matches."""
+        """The entry for a folder in the sample's image path (the longest match: `coco/sub/` before
+        `coco/`); None if none matches."""
         if not image or not self.images:
             return None
         folder = os.path.dirname(image)
         if folder not in self._by_folder:
             path = "/" + folder.replace("\\", "/").strip("/").lower() + "/"
-            self._by_folder[folder] = next((e for key, e in self.images.items() if key in path), None)
+            matches = [(len(key), e) for key, e in self.images.items() if key in path]
+            self._by_folder[folder] = max(matches, key=lambda match: match[0])[1] if matches else None
         return self._by_folder[folder]
 
 

@@ -181,14 +181,18 @@ def name(
 
 
 def _print_audit(report: AuditReport) -> None:
-    """Rich view of an audit: one table of rules per task, then the mixed and low-confidence samples."""
+    """Rich view of an audit: one table of rules per task (tasks with no samples on one line), then the
+    mixed and low-confidence samples."""
     from rich.console import Console
     from rich.table import Table
 
     out = Console()  # the audit is the command's output: stdout
     out.print(f"[bold]{report.atlas}[/]: {report.n_samples} samples typed with --tasks {report.task_rules}"
               + (" (re-typed: the atlas has no task_rule column)" if report.retyped else ""), soft_wrap=True)
+    empty = [task for task, audit in report.tasks.items() if audit.n == 0]
     for task, audit in report.tasks.items():
+        if audit.n == 0:
+            continue
         table = Table(title=f"{task}: {audit.n} samples, {audit.mixed} mixed, {audit.low_confidence} low "
                             "confidence", title_justify="left")
         table.add_column("rule")
@@ -197,6 +201,8 @@ def _print_audit(report: AuditReport) -> None:
         for rule, count in audit.rules.most_common():
             table.add_row(rule, str(count), "\n".join(audit.examples.get(rule, [])))
         out.print(table)
+    if empty:
+        out.print(f"no samples: {', '.join(empty)}", highlight=False)
     for title, items in (("mixed samples (turns of several tasks)", report.mixed),
                          ("low-confidence samples", report.low_confidence)):
         if not items:
@@ -215,11 +221,13 @@ def audit(
     task: Annotated[str | None, typer.Option(help="Audit one task only.")] = None,
     n: Annotated[int, typer.Option("--n", help="Examples per list.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print the audit as JSON.")] = False,
-    export: Annotated[Path | None, typer.Option(help="Write a source -> task map for --tasks map:.")] = None,
-    min_share: Annotated[float, typer.Option(help="Export sources whose main task has this share.")] = 0.9,
+    export: Annotated[Path | None, typer.Option(
+        help="Write a source / image-folder -> task map for --tasks map:.")] = None,
+    min_share: Annotated[float, typer.Option(
+        help="Export sources and image folders whose main task has this share.")] = 0.9,
 ) -> None:
     """How the atlas's tasks were decided: rules per task with counts and prompts, mixed and
-    low-confidence samples, and an exportable source -> task map."""
+    low-confidence samples, and an exportable source / image-folder -> task map."""
     from mixatlas.atlas.audit import audit_atlas, export_map
 
     report = audit_atlas(atlas_dir, task=task, n=n)
@@ -229,7 +237,8 @@ def audit(
     else:
         _print_audit(report)
     if export is not None:
-        console.print(f"wrote {export}: {len(mapped)} of {len(report.sources)} sources mapped; rebuild with "
+        console.print(f"wrote {export}: {len(mapped['sources'])} of {len(report.sources)} sources and "
+                      f"{len(mapped['images'])} of {len(report.folders)} image folders mapped; rebuild with "
                       f"--tasks map:{export}", soft_wrap=True, highlight=False, markup=False)
 
 
