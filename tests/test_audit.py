@@ -1,12 +1,15 @@
-"""`atlas audit`: rules per task, mixed and low-confidence samples, JSON output, and the export round trip
-(export -> `--tasks map:` reproduces the fixed typing) on a small atlas built from hand-made records."""
+"""`atlas audit`: rules per task, mixed and low-confidence samples, JSON output, the export round trip
+(export -> `--tasks map:` reproduces the fixed typing, by source and by image folder) and the HTML
+report's task-typing table, on small atlases built from hand-made records."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -16,7 +19,15 @@ from mixatlas.atlas.audit import audit_atlas, export_map, summary
 from mixatlas.atlas.tasks import TaskTyper
 from mixatlas.cli import app
 from mixatlas.corpus.readers import read_corpus
+from mixatlas.corpus.sample import TASKS
 from mixatlas.errors import MixAtlasError
+from mixatlas.executors import make_executor
+from mixatlas.objectives.base import Result, Target
+from mixatlas.objectives.callable import CallableObjective
+from mixatlas.report import build_report
+from mixatlas.search.loop import run_search
+from mixatlas.search.study import Study
+from mixatlas.space import Mixture, MixtureSpace
 
 
 def turns(*pairs: str) -> list[dict]:
@@ -177,3 +188,29 @@ def test_export_maps_image_folders_of_a_one_file_corpus(one_file_corpus: Path, t
     audit = audit_atlas(rebuilt.dir)
     assert audit.tasks["ocr"].rules == {"map:image:scans/pages": 8}
     assert audit.tasks["captioning"].rules == {"map:image:captions/imgs": 4, "caption-intent": 2}
+
+
+def captioning_weight(mixture: Mixture) -> Result:
+    return Result(metrics={"loss": float(mixture.weights_kt[:, 0].sum())})
+
+
+def test_the_html_report_shows_the_task_typing_table(atlas: Atlas, tmp_path: Path) -> None:
+    path = tmp_path / "task-random" / "study.db"
+    space = MixtureSpace(("a", "b"), TASKS, np.arange(10.0, 20.0).reshape(2, 5), mode="task")
+    study = Study.create(path, space=space, objective_spec={"kind": "callable"},
+                         target=Target.parse("loss", minimize=True), method="random", budget=2, seed=0)
+    with make_executor("local", parallel=1, folder=tmp_path) as executor:
+        run_search(study, CallableObjective(captioning_weight), executor, progress=False)
+    study.close()
+    page = build_report([path], tmp_path / "report", atlas=atlas.dir).read_text()
+    section = page[page.index("<h2>Task typing</h2>"):]
+    table = section[:section.index("</table>")]
+    rows = [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", table)]
+    rows = [row for row in rows if row]  # the header row has <th> cells
+    assert rows == [
+        ["captioning", "6", "33.3%", "known:source:textcaps 4, caption-intent 2", "0", "0"],
+        ["ocr", "7", "38.9%", "ocr-intent 7", "0", "0"],
+        ["grounding", "0", "0.0%", "", "0", "0"],
+        ["detection", "0", "0.0%", "", "0", "0"],
+        ["vqa", "5", "27.8%", "question 4, default 1", "1", "1"],
+    ]

@@ -25,6 +25,8 @@ class History:
         pending_params: (p, d) parameters of trials proposed but not finished (running or pending).
         budget: total number of objective evaluations the study may spend (initial design included).
         seed: the study's seed; optimizers derive their RNG from (seed, number of trials so far).
+        done_metrics: every metric of each finished trial (same order as `done_params`), for methods that
+            model more than the target (gp-guarded's guard metrics); empty when the caller has none.
     """
 
     space: MixtureSpace
@@ -33,6 +35,7 @@ class History:
     pending_params: np.ndarray
     budget: int
     seed: int
+    done_metrics: tuple[dict[str, float], ...] = ()
 
     @property
     def n_started(self) -> int:

@@ -80,6 +80,13 @@ class SearchConfig(BaseModel):
     method_options: dict[str, Any] = Field(
         default_factory=dict, description="Keyword options of the method.", json_schema_extra=NO_FLAG
     )
+    # guarded search (method gp-guarded, see search/guardrails.py): the target improves while each guard
+    # metric stays within DELTA of the natural mixture's prediction
+    guard: list[str] = Field(
+        default_factory=list,
+        description='Guardrail METRIC>=DELTA or METRIC<=DELTA vs the natural mixture, e.g. "ocr/anls>=-0.01" '
+        "(repeatable; implies --method gp-guarded).",
+    )
     budget: int = Field(48, gt=0, description="Objective evaluations (initial design included).")
     seed: int = Field(0, description="Seed of the design, the method and the trials.")
     # "per-trial": trial i trains with seed + i; "shared": every trial trains with the study seed (common
@@ -139,6 +146,37 @@ class SearchConfig(BaseModel):
             return [task.strip() for task in value.split(",") if task.strip()]
         return value
 
+    @field_validator("guard", mode="before")
+    @classmethod
+    def _one_guard(cls, value: Any) -> Any:
+        """A single guard written as a YAML string is a list of one."""
+        return [value] if isinstance(value, str) else value
+
+    def check_guards(self) -> None:
+        """Parse every guard (its one-line error naming --guard); guards imply the method gp-guarded
+        (the default when no method is given; another explicit method is an error)."""
+        from mixatlas.search.guardrails import Guard
+
+        if not self.guard:
+            return
+        try:
+            self.guard = [Guard.parse(spec).spec for spec in self.guard]
+        except MixAtlasError as exc:
+            raise MixAtlasError(f"{self._origin}: {exc}") from None
+        if "method" not in self.model_fields_set:
+            self.method = "gp-guarded"
+        elif self.method != "gp-guarded":
+            raise MixAtlasError(
+                f"{self._origin}: --guard needs --method gp-guarded (or no --method); {self.method!r} "
+                "ignores guardrails"
+            )
+
+    @property
+    def optimizer_options(self) -> dict[str, Any]:
+        """The method's options as the study stores them: `method_options` plus the guards, if any."""
+        options = dict(self.method_options)
+        return {**options, "guards": list(self.guard)} if self.guard else options
+
     @classmethod
     def load(cls, path: Path | None = None, overrides: dict[str, Any] | None = None) -> SearchConfig:
         """Read `path` (YAML mapping; may be None) and apply `overrides` (flags; None values ignored)."""
@@ -158,6 +196,7 @@ class SearchConfig(BaseModel):
         except ValidationError as exc:
             raise MixAtlasError(f"{origin}: {_first_error(exc)}") from None
         config._origin = origin
+        config.check_guards()
         return config
 
     @property

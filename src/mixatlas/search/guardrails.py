@@ -14,6 +14,11 @@ Acquisition: constrained expected improvement, EI(x) * PoF(x) (Gardner et al. 20
 before any such trial exists, the point of largest PoF. Recommendation: the evaluated mixture with the
 largest target posterior mean among those with P(all guards hold) >= `p_feasible` (else the most
 probably feasible one), reported with each guard's probability.
+
+Live search: `GuardedSearch` is the registered method "gp-guarded" (`mixatlas search --guard SPEC`). It
+takes the guard specs as its option `guards` (so the study stores them with its method options and a
+resume checks them) and builds the `GuardedHistory` from `History.done_metrics`, the reference being the
+space's natural mixture.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import numpy as np
 from scipy.stats import norm
 
 from mixatlas.errors import MixAtlasError
-from mixatlas.search.base import History, Recommendation
+from mixatlas.search.base import History, Optimizer, Recommendation
 from mixatlas.search.design import history_rng, open_candidates, space_filling
 from mixatlas.search.surrogate import Surrogate, fit_surrogate
 
@@ -207,3 +212,93 @@ class GuardedGPUCB:
             per_guard.append(guard.probability(diff, np.sqrt(np.clip(var, 1e-18, None))))
         p_all = np.prod(per_guard, axis=0) if per_guard else np.ones(len(points))
         return p_all, per_guard
+
+
+@dataclass(frozen=True)
+class GuardAssessment:
+    """The posterior view of n mixtures against the reference mixture, one value per mixture (n,).
+
+    `target_gain`: posterior mean of utility(x) - utility(ref) (target units, positive = better);
+    `guard_change[spec]`: posterior mean of g(x) - g(ref) in the metric's units; `guard_probability[spec]`:
+    P(guard holds); `p_all`: P(all guards hold) (their product).
+    """
+
+    target_gain: np.ndarray
+    guard_change: dict[str, np.ndarray]
+    guard_probability: dict[str, np.ndarray]
+    p_all: np.ndarray
+
+
+class GuardedSearch(Optimizer):
+    """The method "gp-guarded": `GuardedGPUCB` driven by a plain `History` (see the module docstring).
+
+    Args:
+        guards: guard specs ("ocr/anls>=-0.01") or `Guard`s; at least one.
+        p_feasible, n_init, n_pool: as for `GuardedGPUCB`.
+    """
+
+    name = "gp-guarded"
+
+    def __init__(self, guards: list[str] | tuple[str | Guard, ...] = (), p_feasible: float = 0.9,
+                 n_init: int | None = None, n_pool: int = 3000) -> None:
+        if isinstance(guards, str):
+            guards = [guards]
+        if not guards:
+            raise MixAtlasError(
+                "method 'gp-guarded' needs at least one guardrail: give --guard METRIC>=DELTA (or <=)"
+            )
+        self.guards = tuple(g if isinstance(g, Guard) else Guard.parse(str(g)) for g in guards)
+        self.inner = GuardedGPUCB(p_feasible=p_feasible, n_init=n_init, n_pool=n_pool)
+
+    @property
+    def specs(self) -> list[str]:
+        return [g.spec for g in self.guards]
+
+    def guarded_history(self, history: History) -> GuardedHistory:
+        """`history` with each guard metric's value at every finished trial (from `done_metrics`)."""
+        m = len(history.done_utility)
+        if len(history.done_metrics) != m:
+            raise MixAtlasError(
+                "gp-guarded needs every finished trial's metrics; the history has "
+                f"{len(history.done_metrics)} metric records for {m} trials"
+            )
+        values = np.empty((m, len(self.guards)))
+        for i, metrics in enumerate(history.done_metrics):
+            for j, guard in enumerate(self.guards):
+                value = metrics.get(guard.metric)
+                if value is None or not np.isfinite(float(value)):
+                    known = ", ".join(sorted(metrics)) or "none"
+                    raise MixAtlasError(
+                        f"guard {guard.spec}: a finished trial reports no finite {guard.metric!r} (its "
+                        f"metrics: {known}); guard a metric the objective reports"
+                    )
+                values[i, j] = float(value)
+        return GuardedHistory(history, self.guards, values)
+
+    def ask(self, history: History, n: int) -> list[np.ndarray]:
+        return self.inner.ask(self.guarded_history(history), n)
+
+    def recommend(self, history: History) -> Recommendation:
+        return self.recommend_guarded(history).recommendation
+
+    def recommend_guarded(self, history: History) -> GuardedRecommendation:
+        """The recommendation with each guard's probability of holding there."""
+        return self.inner.recommend(self.guarded_history(history))
+
+    def assess(self, history: History, params_nd: np.ndarray) -> GuardAssessment:
+        """Target gain, guard changes and guard probabilities at (n, d) mixtures vs the natural mixture."""
+        gh = self.guarded_history(history)
+        points = np.atleast_2d(np.asarray(params_nd, float))
+        target, models = self.inner._fit(gh)
+        mean, _ = target.predict(np.concatenate([points, gh.reference[None]]))
+        p_all, per_guard = self.inner._feasibility(gh, models, points)
+        changes = {}
+        for guard, model in zip(self.guards, models, strict=True):
+            guard_mean, _ = model.predict(np.concatenate([points, gh.reference[None]]))
+            changes[guard.spec] = guard_mean[:-1] - guard_mean[-1]
+        return GuardAssessment(
+            target_gain=mean[:-1] - mean[-1],
+            guard_change=changes,
+            guard_probability={g.spec: p for g, p in zip(self.guards, per_guard, strict=True)},
+            p_all=p_all,
+        )

@@ -18,6 +18,7 @@ METHODS: dict[str, str] = {
     "uniform": "mixatlas.search.baselines:UniformMixture",
     "natural": "mixatlas.search.baselines:NaturalMixture",
     "mixing-law": "mixatlas.search.mixing_law:MixingLawSearch",
+    "gp-guarded": "mixatlas.search.guardrails:GuardedSearch",  # needs guards (`--guard`)
 }
 
 

@@ -137,7 +137,7 @@ def open_study(config: SearchConfig) -> tuple[Study, Objective]:
         return study, build_objective(study.objective_spec, atlas=atlas_dir)
     if not config.sources:
         raise MixAtlasError(f"{path}: no study here; give a problem (--atlas, --pool or --synthetic)")
-    make_optimizer(config.method, **config.method_options)  # a bad method name fails before any file
+    make_optimizer(config.method, **config.optimizer_options)  # a bad method name fails before any file
     problem = build_problem(config)
     target_spec = config.target or problem.default_target
     if not target_spec:
@@ -156,7 +156,7 @@ def open_study(config: SearchConfig) -> tuple[Study, Objective]:
         method=config.method,
         budget=config.budget,
         seed=config.seed,
-        method_options=config.method_options,
+        method_options=config.optimizer_options,  # with the guards of a guarded search
         meta=_study_meta(config, problem),
     )
     for other in shared:
@@ -182,12 +182,17 @@ def _check_resume(study: Study, config: SearchConfig, problem: Problem | None) -
     given = config.model_fields_set
     stored = study.settings()
     wanted: dict[str, Any] = {name: getattr(config, name) for name in _RESUME_FIELDS if name in given}
+    if "method_options" in given:
+        wanted["method_options"] = config.optimizer_options
+    if "guard" in given:
+        wanted["guards"] = list(config.guard)
     if "target" in given:
         wanted["target"] = Target.parse(config.target, minimize=bool(config.minimize)).spec
     if problem is not None:
         wanted["space"] = problem.space.to_dict()
         wanted["objective_spec"] = problem.spec_dict
-    stored = {**stored, "trial_seeds": study.meta.get("trial_seeds", "per-trial")}
+    stored = {**stored, "trial_seeds": study.meta.get("trial_seeds", "per-trial"),
+              "guards": study.method_options.get("guards", [])}
     if "trial_seeds" in given:
         wanted["trial_seeds"] = config.trial_seeds
     for name, value in wanted.items():

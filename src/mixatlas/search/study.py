@@ -290,7 +290,8 @@ class Study:
         else:
             utility = np.array([target.utility(t.metrics or {}) for t in done], dtype=np.float64)
         pending_params = np.array([t.params for t in pending], dtype=np.float64).reshape(len(pending), d)
-        return History(self._space, done_params, utility, pending_params, self.budget, self.seed)
+        metrics = tuple(dict(t.metrics or {}) for t in done)
+        return History(self._space, done_params, utility, pending_params, self.budget, self.seed, metrics)
 
     def to_rows(self) -> list[dict]:
         """One flat dict per trial (for CSV and reports): state, value, cells `w:CONCEPT/TASK`, metrics."""
