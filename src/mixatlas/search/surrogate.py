@@ -16,6 +16,10 @@ prior, MAP hyperparameters):
     scale under a Gamma(2, 4) prior, so it can shrink to nothing) on the residuals.
   - "additive": constant mean, kernel = additive 1-d RBFs + a full ARD RBF interaction term (each scaled),
     tried when d <= 10 (it costs one kernel per dimension).
+  - "saas" (opt in, needs the `bayes` extra: JAX + NumPyro): fully Bayesian hyperparameters, BoTorch's
+    `SaasFullyBayesianSingleTaskGP` (sparse axis-aligned subspace priors on the lengthscales, Eriksson &
+    Jankowiak 2021) sampled by NUTS; predictions average over the `SAAS_SAMPLES` hyperparameter samples,
+    so with 10-30 trials the uncertainty about the kernel itself is in the posterior. Seconds per fit.
 The variant with the best mean leave-one-out log predictive density of the observed utilities wins; the
 LOO predictions use the fitted hyperparameters, and the law is refitted without the held-out trial
 (warm-started), so the law's flexibility is paid for. At most `LOO_FOLDS` held-out trials are scored.
@@ -37,13 +41,15 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from mixatlas.errors import MixAtlasError
 from mixatlas.search.mixing_law import MixingLaw, fit_mixing_law
 
 FIT_MAX_ITER = 150
 LOO_FOLDS = 20
 ADDITIVE_MAX_DIM = 10
-VARIANTS = ("gp", "gp-noisy", "law+gp", "additive")
-DEFAULT_VARIANTS = ("gp", "gp-noisy", "law+gp")  # "additive" costs one kernel per dimension: opt in
+VARIANTS = ("gp", "gp-noisy", "law+gp", "additive", "saas")
+DEFAULT_VARIANTS = ("gp", "gp-noisy", "law+gp")  # "additive", "saas" cost more per fit: opt in
+SAAS_WARMUP, SAAS_DRAWS, SAAS_THINNING = 128, 128, 8  # NUTS: 16 hyperparameter samples kept
 NOISE_PRIOR = (-3.0, 1.5)  # LogNormal(loc, scale) of the noise variance in standardized units
 NOISY_PRIOR = (-1.0, 0.75)  # the "gp-noisy" variant: noise ~ 1/3 of the variance (noise dominates)
 LENGTHSCALE_FLOOR = 0.5  # lengthscales >= this x the design resolution (no wiggles between trials)
@@ -173,8 +179,12 @@ class Surrogate:
         params = np.atleast_2d(params_nd)
         with torch.no_grad(), single_thread():
             posterior = self.model.posterior(torch.as_tensor(features(params)))
-            mean = posterior.mean.squeeze(-1).numpy()
-            sd = posterior.variance.clamp_min(1e-12).sqrt().squeeze(-1).numpy()
+            if self.fully_bayesian:  # the mixture over hyperparameter samples
+                mean_t, var_t = posterior.mixture_mean, posterior.mixture_variance
+            else:
+                mean_t, var_t = posterior.mean, posterior.variance
+            mean = mean_t.squeeze(-1).numpy()
+            sd = var_t.clamp_min(1e-12).sqrt().squeeze(-1).numpy()
         return self._prior(params) + self.y_mean + self.y_sd * mean, self.y_sd * sd
 
     def joint(self, params_nd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -186,6 +196,11 @@ class Surrogate:
             posterior = self.model.posterior(torch.as_tensor(features(params)))
             mean = posterior.mean.squeeze(-1).numpy()
             cov = posterior.distribution.covariance_matrix.numpy()
+        if self.fully_bayesian:  # moments of the mixture over samples: (s, n) means, (s, n, n) covariances
+            mixture_mean = mean.mean(axis=0)
+            centred = mean - mixture_mean
+            cov = cov.mean(axis=0) + np.einsum("si,sj->ij", centred, centred) / len(mean)
+            mean = mixture_mean
         return self._prior(params) + self.y_mean + self.y_sd * mean, self.y_sd**2 * cov
 
     def noise_sd(self, params_nd: np.ndarray) -> np.ndarray:
@@ -196,10 +211,15 @@ class Surrogate:
         noise = float(self.model.likelihood.noise.detach().mean())
         return np.full(len(params), self.y_sd * np.sqrt(noise))
 
+    @property
+    def fully_bayesian(self) -> bool:
+        """Whether the model is a batch of hyperparameter samples (the "saas" variant)."""
+        return bool(getattr(self.model, "_is_fully_bayesian", False))
+
     def signal_sd(self) -> float:
         """Prior sd of the GP part (utility units): the scale the data can move the function by."""
         covar = self.model.covar_module
-        scale = float(covar.outputscale.detach()) if hasattr(covar, "outputscale") else 1.0
+        scale = float(covar.outputscale.detach().mean()) if hasattr(covar, "outputscale") else 1.0
         return self.y_sd * np.sqrt(scale)
 
     def believe(self, params_nd: np.ndarray) -> Surrogate:
@@ -215,7 +235,8 @@ class Surrogate:
             mean = self.model.posterior(x).mean
             kwargs = {}
             if self.noise is not None:
-                kwargs["noise"] = torch.as_tensor(self.noise.variance(params) / self.y_sd**2).unsqueeze(-1)
+                noise = torch.as_tensor(self.noise.variance(params) / self.y_sd**2).unsqueeze(-1)
+                kwargs["noise"] = noise.expand_as(mean)  # (s, n, 1) for a fully Bayesian model
             model = self.model.condition_on_observations(x, mean, **kwargs)
         return replace(self, model=model)
 
@@ -238,6 +259,12 @@ def fit_surrogate(
     n, d = params.shape
     if variants is None:
         variants = DEFAULT_VARIANTS
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise MixAtlasError(
+            f"unknown surrogate variant {unknown[0]!r} in method_options.variants; "
+            f"known: {', '.join(VARIANTS)}"
+        )
     variants = tuple(
         v for v in variants if (v != "law+gp" or n >= 6) and (v != "additive" or d <= ADDITIVE_MAX_DIM)
     )
@@ -263,35 +290,40 @@ def loo_log_density(
     """Mean log density of each held-out utility under the surrogate refitted without it (GP
     hyperparameters kept, the law refitted warm), over the trial indices `folds`."""
     import torch
+    from scipy.special import logsumexp
 
     x = torch.as_tensor(features(params_nd))
     model = surrogate.model
-    with torch.no_grad(), single_thread():
-        k_prior = model.covar_module(x).to_dense().numpy()
-        mean_const = model.mean_module(x).numpy()
+    n = len(params_nd)
+    with torch.no_grad(), single_thread():  # a fully Bayesian model gives one matrix per sample
+        k_prior = model.covar_module(x).to_dense().numpy().reshape(-1, n, n)
+        mean_const = np.broadcast_to(model.mean_module(x).numpy().reshape(-1, n), (len(k_prior), n))
     if surrogate.noise is not None:
-        noise = surrogate.noise.variance(params_nd) / surrogate.y_sd**2
+        noise = np.broadcast_to(surrogate.noise.variance(params_nd) / surrogate.y_sd**2, (len(k_prior), n))
     else:
-        noise = np.full(len(params_nd), float(model.likelihood.noise.detach().mean()))
-    k_full = k_prior + np.diag(noise)
+        noise = model.likelihood.noise.detach().numpy().reshape(len(k_prior), -1)
+        noise = np.broadcast_to(noise.mean(axis=1, keepdims=True), (len(k_prior), n))
     scores = []
     for i in folds:
-        keep = np.arange(len(params_nd)) != i
+        keep = np.arange(n) != i
         if surrogate.law is not None:
             law = fit_mixing_law(params_nd[keep], utility_n[keep], start=surrogate.law)
             prior = law.predict(params_nd)
         else:
-            prior = np.zeros(len(params_nd))
-        r = (utility_n - prior - surrogate.y_mean) / surrogate.y_sd - mean_const
-        k_keep = k_full[np.ix_(keep, keep)]
-        k_cross = k_prior[i, keep]
-        try:
-            solve = np.linalg.solve(k_keep, np.column_stack([r[keep], k_cross]))
-        except np.linalg.LinAlgError:
-            return -np.inf
-        mu = prior[i] + surrogate.y_mean + surrogate.y_sd * (mean_const[i] + k_cross @ solve[:, 0])
-        var = surrogate.y_sd**2 * max(k_full[i, i] - k_cross @ solve[:, 1], 1e-12)
-        scores.append(-0.5 * (np.log(2 * np.pi * var) + (utility_n[i] - mu) ** 2 / var))
+            prior = np.zeros(n)
+        per_sample = []
+        for k_s, m_s, noise_s in zip(k_prior, mean_const, noise, strict=True):
+            k_full = k_s + np.diag(noise_s)
+            r = (utility_n - prior - surrogate.y_mean) / surrogate.y_sd - m_s
+            k_cross = k_s[i, keep]
+            try:
+                solve = np.linalg.solve(k_full[np.ix_(keep, keep)], np.column_stack([r[keep], k_cross]))
+            except np.linalg.LinAlgError:
+                return -np.inf
+            mu = prior[i] + surrogate.y_mean + surrogate.y_sd * (m_s[i] + k_cross @ solve[:, 0])
+            var = surrogate.y_sd**2 * max(k_full[i, i] - k_cross @ solve[:, 1], 1e-12)
+            per_sample.append(-0.5 * (np.log(2 * np.pi * var) + (utility_n[i] - mu) ** 2 / var))
+        scores.append(logsumexp(per_sample) - np.log(len(per_sample)))  # the samples' mixture density
     return float(np.mean(scores))
 
 
@@ -311,6 +343,8 @@ def _fit_variant(
     from gpytorch.priors import GammaPrior, LogNormalPrior
 
     d = params_nd.shape[1]
+    if variant == "saas":
+        return _fit_saas(params_nd, utility_n, noise)
     law = fit_mixing_law(params_nd, utility_n) if variant == "law+gp" else None
     resid = utility_n - (law.predict(params_nd) if law is not None else 0.0)
     y_mean = float(np.mean(resid))
@@ -339,6 +373,37 @@ def _fit_variant(
     _fit(model)
     model.eval()
     return Surrogate(model=model, y_mean=y_mean, y_sd=y_sd, law=law, noise=noise, variant=variant)
+
+
+def _fit_saas(params_nd: np.ndarray, utility_n: np.ndarray, noise: NoiseModel | None) -> Surrogate:
+    """The fully Bayesian variant: SAAS priors, hyperparameters sampled by NUTS (seeded, repeatable)."""
+    import torch
+    from botorch.fit import fit_fully_bayesian_model_nuts
+    from botorch.models.fully_bayesian import SaasFullyBayesianSingleTaskGP
+
+    y_mean = float(np.mean(utility_n))
+    y_sd = float(np.std(utility_n, ddof=1)) if len(utility_n) > 1 else 1.0
+    y_sd = y_sd or 1.0
+    x = torch.as_tensor(features(params_nd))
+    y = torch.as_tensor((utility_n - y_mean) / y_sd).unsqueeze(-1)
+    yvar = None
+    if noise is not None:
+        yvar = torch.as_tensor(noise.variance(params_nd) / y_sd**2).unsqueeze(-1)
+    try:
+        model = SaasFullyBayesianSingleTaskGP(x, y, train_Yvar=yvar)
+    except ImportError as exc:
+        raise MixAtlasError(
+            "surrogate variant 'saas' needs JAX and NumPyro: pip install 'mixatlas[bayes]' "
+            f"(or drop 'saas' from method_options.variants) ({exc.__class__.__name__})"
+        ) from None
+    with warnings.catch_warnings(), single_thread():
+        warnings.simplefilter("ignore")
+        fit_fully_bayesian_model_nuts(
+            model, warmup_steps=SAAS_WARMUP, num_samples=SAAS_DRAWS, thinning=SAAS_THINNING,
+            disable_progbar=True, seed=0,
+        )
+    model.eval()
+    return Surrogate(model=model, y_mean=y_mean, y_sd=y_sd, noise=noise, variant="saas")
 
 
 def design_resolution(params_nd: np.ndarray) -> float:
