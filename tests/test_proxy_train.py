@@ -95,10 +95,22 @@ def test_cli_train_save_model_then_eval(atlas_dir, tmp_path):
             "--seed",
             "2",
             "--save-model",
+            "--pack-len",
+            "320",
+            "--checkpointing",
         ],
     )
     assert trained.exit_code == 0, trained.output
     assert (out / "model" / "config.json").exists()
+    recorded = ProxyConfig.from_yaml(out / "proxy.yaml")  # the flags reached the trainer's config
+    assert (recorded.pack_len, recorded.checkpointing, recorded.steps) == (320, True, 3)
+    # metrics.json's cost section: this run's training throughput (MFU only where the peak is known: GPUs)
+    cost = json.loads((out / "metrics.json").read_text())["cost"]
+    assert {"train_s", "tokens", "tokens_per_s", "model_tflops"} <= set(cost)
+    train_log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert cost["tokens"] == sum(record["tokens"] for record in train_log) > 0
+    assert cost["tokens_per_s"] == pytest.approx(cost["tokens"] / cost["train_s"], rel=1e-2)
+    assert cost["model_tflops"] > 0 and "mfu" not in cost  # CPU: no peak, so no MFU
     # `proxy train` owns its run folder: the mixture it trained on and the metrics.json contract.
     saved = json.loads((out / "mixture.json").read_text())
     assert saved["weights"] == resolve_mixture("natural", Atlas.load(atlas_dir)).to_dict()["weights"]

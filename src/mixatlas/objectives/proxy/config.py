@@ -7,10 +7,10 @@ byte-level BPE trained on the atlas text; `preset: custom` loads `vision` / `lm`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mixatlas.errors import MixAtlasError
 from mixatlas.yaml_io import safe_load
@@ -57,8 +57,9 @@ class ProxyConfig(BaseModel):
     max_len: int = Field(160, ge=8, description="tokens per sample, image tokens included")
     bf16: bool = False
     compile: bool = Field(False, description="torch.compile each transformer block (GPU runs)")
-    pack_len: int | None = Field(None, ge=8, description="pack samples into rows of this many tokens "
-                                 "(>= max_len), attention kept per sample; None = one padded row each")
+    pack_len: Annotated[int, Field(ge=8)] | Literal["auto"] | None = Field(
+        "auto", description="pack samples into rows of this many tokens (>= max_len), attention kept per "
+        "sample; None = one padded row each; 'auto' = max_len on CUDA, None on the CPU (see packing_length)")
     checkpointing: bool = Field(False, description="activation checkpointing (less memory, more compute)")
     eval_benchmarks: list[str] | None = Field(None, description="None = every *.jsonl in eval_dir")
     eval_dir: str | None = Field(None, description="None = <atlas corpus>/eval")
@@ -71,6 +72,21 @@ class ProxyConfig(BaseModel):
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None = 1 for tiny, else torch's")
     seed: int = 0
 
+    @field_validator("pack_len", mode="before")
+    @classmethod
+    def _pack_len_word(cls, value):
+        """'auto', an integer, or null (also spelled 'none' / 'null' / 'off', as a command line gives it)."""
+        if isinstance(value, str):
+            word = value.strip().lower()
+            if word in ("none", "null", "off"):
+                return None
+            if word == "auto":
+                return "auto"
+            if not word.isdigit():
+                raise ValueError(f"{value!r} is not a row length: give an integer >= max_len, 'auto' or null")
+            return int(word)
+        return value
+
     @model_validator(mode="after")
     def _check_preset(self) -> ProxyConfig:
         if self.preset == "custom" and not (self.vision and self.lm):
@@ -79,6 +95,9 @@ class ProxyConfig(BaseModel):
             raise ValueError("`vision` / `lm` are only used with preset 'custom'")
         if self.preset == "tiny" and self.image_size % self.tiny.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of tiny.patch_size")
+        if isinstance(self.pack_len, int) and self.pack_len < self.max_len:
+            raise ValueError(f"pack_len {self.pack_len} < max_len {self.max_len}: a packed row must hold a "
+                             "whole sample (use null for padded rows, or 'auto')")
         return self
 
     @classmethod
@@ -109,6 +128,18 @@ class ProxyConfig(BaseModel):
     @property
     def samples_per_step(self) -> int:
         return self.batch_size * self.grad_accum
+
+    def packing_length(self, device_type: str) -> int | None:
+        """Tokens per packed training row on a `device_type` ("cuda", "cpu", ...), None = padded rows.
+
+        `pack_len: auto` packs on CUDA into rows of `max_len` tokens (first-fit: shorter samples share a row,
+        so a micro-batch never needs more rows, nor more memory, than its padded layout) and leaves packing
+        off elsewhere: on a CPU the block-diagonal mask costs more than the padding it saves. An integer or
+        null is used as given on every device.
+        """
+        if self.pack_len == "auto":
+            return self.max_len if device_type == "cuda" else None
+        return self.pack_len
 
     @property
     def cpu_threads(self) -> int | None:

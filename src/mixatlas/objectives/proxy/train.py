@@ -104,7 +104,9 @@ def build_proxy(config: ProxyConfig, atlas_dir: Path, conversations: list[str]) 
 
 def _training_batches(proxy: ProxyModel, rows: AtlasRows, order: np.ndarray, config: ProxyConfig, device):
     """Tiny preset: encode + decode each needed sample once, then batch from memory; custom: worker stream
-    (into pinned memory on CUDA). Batches are `packing.layout`s: packed rows when `config.pack_len`."""
+    (into pinned memory on CUDA). Batches are `packing.layout`s: packed rows when packing is on for
+    `device` (`config.packing_length`)."""
+    pack_len = config.packing_length(device.type)
     dataset = EncodedSamples(rows.image_refs, rows.conversations, proxy.chat, ImageLoader(proxy.image_size))
     if config.preset == "tiny":
         unique, position = np.unique(order, return_inverse=True)
@@ -112,10 +114,10 @@ def _training_batches(proxy: ProxyModel, rows: AtlasRows, order: np.ndarray, con
 
         encoded = encode_all(Subset(dataset, unique.tolist()), config.num_workers)
         return cached_batches(encoded, position, config.batch_size, proxy.chat.pad_id, config.max_len,
-                              config.pack_len)
+                              pack_len)
     return streamed_batches(
         dataset, order, config.batch_size, proxy.chat.pad_id, config.max_len, config.num_workers,
-        config.pack_len, pin_memory=device.type == "cuda",
+        pack_len, pin_memory=device.type == "cuda",
     )
 
 
@@ -159,7 +161,7 @@ def train_proxy(
     proxy = build_proxy(config, atlas_dir, rows.conversations)
     proxy.model.to(device)
     if config.checkpointing:
-        proxy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(proxy.model)
     flops = ProxyFlops.of(proxy.model)
     model = _parallel_model(proxy.model, config, dist)
     optimizer, scheduler = _optimizer(proxy.model, config)
@@ -184,6 +186,16 @@ def train_proxy(
     result = Result(metrics=metrics, curve=curve, cost_s=round(time.perf_counter() - started, 3), cost=cost)
     dist.finish()
     return result
+
+
+def enable_checkpointing(model) -> None:
+    """Activation checkpointing of every transformer block (non-reentrant): the blocks' activations are
+    recomputed in the backward pass instead of kept; the same loss and gradients, less memory."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x; the old name is deprecated
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def _parallel_model(model, config: ProxyConfig, dist: DistributedContext):
