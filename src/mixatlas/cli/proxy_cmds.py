@@ -9,7 +9,6 @@ import typer
 
 from mixatlas.console import console
 from mixatlas.errors import MixAtlasError
-from mixatlas.tracking import TRACKERS
 
 proxy_app = typer.Typer(help="Train and evaluate LLaVA-style proxy models.", no_args_is_help=True)
 analyze_app = typer.Typer(help="Analyse finished runs: scale transfer, steps to loss.", no_args_is_help=True)
@@ -67,7 +66,7 @@ def train_cmd(
         None, "--checkpointing/--no-checkpointing", help="activation checkpointing (less memory, more time)"
     ),
     save_model: bool = typer.Option(False, "--save-model", help="also write DIR/model/"),
-    track: str | None = typer.Option(None, "--track", help=f"also log the run: {' | '.join(TRACKERS)}"),
+    track: str | None = typer.Option(None, "--track", help="also log the run: mlflow | tensorboard | wandb"),
     track_uri: str | None = typer.Option(None, "--track-uri", help="tracker URI or folder (see tracking)"),
 ) -> None:
     """Train one proxy on a mixture, evaluate it on the held-out benchmarks, write DIR/metrics.json."""
@@ -129,11 +128,10 @@ def transfer_cmd(
 ) -> None:
     """Rank agreement (Spearman, Kendall, bootstrap CIs) between proxy-scale and target-scale results."""
     from mixatlas.analyze.transfer import rank_transfer
-    from mixatlas.objectives.base import Target
 
     report = rank_transfer(small_csv, large_csv, target, key_cols=key or None, bootstrap=bootstrap, seed=seed,
                            minimize=minimize)
-    better = Target.for_metric(target, report["minimize"]).better
+    better = "lower" if report["minimize"] else "higher"
     in_top = "yes" if report["small_best_in_large_top10"] else "no"
     lines = [f"[bold]{target}[/] on {report['n']} mixtures ({better} is better)"]
     for stat in ("spearman", "kendall"):
@@ -149,41 +147,20 @@ def transfer_cmd(
 
 @analyze_app.command("fidelities")
 def fidelities_cmd(
-    csv_path: Path | None = typer.Argument(
-        None, help="results at several fidelities: a row per mixture x fidelity (or --study)"
-    ),
-    study: Path | None = typer.Option(
-        None, "--study", help="a multi-fidelity study instead of a CSV (mixtures run at several fidelities)"
-    ),
-    weight_cols: str | None = typer.Option(None, "--weight-cols", help="CSV: prefix of the weight columns"),
-    fidelity_col: str | None = typer.Option(None, "--fidelity-col", help="CSV: column naming the fidelity"),
-    target: str | None = typer.Option(
-        None, "--target", help="metric compared across fidelities (study: default its target)"
-    ),
-    target_fidelity: str | None = typer.Option(
-        None, "--target-fidelity", help="CSV: the fidelity others are compared to"
-    ),
-    minimize: bool = typer.Option(False, "--minimize", help="CSV: smaller target is better (losses)"),
+    csv_path: Path = typer.Argument(..., help="results at several fidelities: a row per mixture x fidelity"),
+    weight_cols: str = typer.Option(..., "--weight-cols", help="prefix of the weight columns"),
+    fidelity_col: str = typer.Option(..., "--fidelity-col", help="column naming each row's fidelity"),
+    target: str = typer.Option(..., "--target", help="metric compared across fidelities"),
+    target_fidelity: str = typer.Option(..., "--target-fidelity", help="the fidelity others are compared to"),
+    minimize: bool = typer.Option(False, "--minimize", help="smaller target is better (losses)"),
     json_out: Path | None = typer.Option(None, "--json", help="also write the result here"),
 ) -> None:
-    """Rank agreement of every fidelity with the target fidelity (Spearman, Kendall, bootstrap CIs), from
-    a CSV of runs or from a finished multi-fidelity study (`--study S.db`)."""
+    """Rank agreement of every fidelity with the target fidelity (Spearman, Kendall, bootstrap CIs)."""
     from rich.table import Table
 
-    from mixatlas.analyze.fidelity import study_agreement, table_agreement
+    from mixatlas.analyze.fidelity import table_agreement
 
-    if (csv_path is None) == (study is None):
-        raise MixAtlasError("analyze fidelities: give a CSV of runs or --study S.db (one of them)")
-    if study is not None:
-        report = study_agreement(study, target)
-        target, target_fidelity = report["target"], report["target_fidelity"]
-    else:
-        needed = {"--weight-cols": weight_cols, "--fidelity-col": fidelity_col, "--target": target,
-                  "--target-fidelity": target_fidelity}
-        missing = [flag for flag, value in needed.items() if value is None]
-        if missing:
-            raise MixAtlasError(f"analyze fidelities {csv_path}: give {', '.join(missing)}")
-        report = table_agreement(csv_path, weight_cols, fidelity_col, target, target_fidelity, minimize)
+    report = table_agreement(csv_path, weight_cols, fidelity_col, target, target_fidelity, minimize)
     table = Table(title=f"{target}: rank agreement with fidelity {target_fidelity} (95% bootstrap CI)")
     for column in ("fidelity", "mixtures", "Spearman", "95% CI", "Kendall", "95% CI", "its best's rank"):
         table.add_column(column, justify="left" if column == "fidelity" else "right")
