@@ -156,6 +156,12 @@ def print_recommendation(study: Study) -> None:
         lines.append(f"  predicted {mean:.5g}" + ("" if sd is None else f" ± {sd:.3g}"))
     if rec.trial is not None:
         lines.append(f"  observed {rec.trial.value:.5g} (trial {rec.trial.id})")
+    from mixatlas.recipe.from_study import recommendation_odds
+
+    p_beats, guards = recommendation_odds(study, rec.recommendation.params)
+    if p_beats:
+        lines.append("  P(beats) " + ", ".join(f"{name} {p:.3f}" for name, p in p_beats.items()))
+    lines.extend(f"  guard {spec}: holds with P {p:.3f} (vs natural)" for spec, p in guards.items())
     console.print("\n".join(lines), highlight=False)
     for axis, names, weights in (
         ("concept", mixture.concepts, mixture.concept_marginal),

@@ -1,5 +1,6 @@
-"""Building a recipe from a study: its method's recommendation, provenance, constraints, and the scores of
-the baseline studies of the same family (same atlas, other methods).
+"""Building a recipe from a study: its method's recommendation, provenance, constraints, the scores of
+the baseline studies of the same family (same atlas, other methods), the posterior probability that the
+recommendation beats the natural mixture and the best baseline, and a guarded study's guard probabilities.
 """
 
 from __future__ import annotations
@@ -121,6 +122,67 @@ def family_baselines(study: Any, target: Target, candidates: list[Path],
     return scores
 
 
+def study_name(path: Path | str) -> str:
+    """A study's short name: its folder for `NAME/study.db`, else the file's stem."""
+    path = Path(path)
+    return path.parent.name if path.name == "study.db" else path.stem
+
+
+def guard_probabilities(study: Any, history: Any, params_d: np.ndarray) -> dict[str, float]:
+    """A guarded study's guardrails -> posterior P(guard holds) at `params_d` (d,) vs the natural mixture
+    ({} for a study without guards)."""
+    from mixatlas.search.methods import make_optimizer
+
+    if study.method != "gp-guarded":
+        return {}
+    guarded = make_optimizer(study.method, **study.method_options)
+    assessed = guarded.assess(history, np.asarray(params_d, float)[None])
+    return {spec: float(p[0]) for spec, p in assessed.guard_probability.items()}
+
+
+def beat_probabilities(study: Any, history: Any, params_d: np.ndarray, target: Target,
+                       baselines: list[BaselineScore] | tuple[BaselineScore, ...] = ()) -> dict[str, float]:
+    """Posterior P(the mixture `params_d` has a better target than a reference) for the natural mixture
+    ("natural") and the best baseline's best trial ("METHOD (STUDY)"), from the joint posterior of the
+    study method's surrogate (a default GP-UCB surrogate on the study's trials for methods without one).
+
+    {} with fewer than 3 finished trials; a baseline mixture the study's space cannot represent (another
+    search mode) is left out.
+    """
+    from mixatlas.search.gp_ucb import GPUCB
+    from mixatlas.search.methods import make_optimizer
+    from mixatlas.search.study import Study
+
+    if len(history.done_utility) < 3 or getattr(study, "fidelities", None) is not None:
+        return {}  # too few trials; a multi-fidelity study's posterior is over (mixture, fidelity)
+    model = make_optimizer(study.method, **study.method_options)
+    if not callable(getattr(model, "probability_better", None)):
+        model = GPUCB()
+    references = {"natural": study.space.natural_params()}
+    if baselines:
+        best = target.best(baselines, key=lambda b: b.value)
+        other = Study.open(Path(best.study), read_only=True)
+        try:
+            references[f"{best.method} ({study_name(best.study)})"] = study.space.params_of(
+                other.trial(best.trial_id).mixture)
+        except (MixAtlasError, KeyError):
+            pass  # not representable in this study's space, or the trial is gone
+        finally:
+            other.close()
+    params = np.asarray(params_d, float)[None]
+    return {name: float(model.probability_better(history, params, reference)[0])
+            for name, reference in references.items()}
+
+
+def recommendation_odds(study: Any, params_d: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
+    """(P(beats ...), guard probabilities) of the study's own-target recommendation `params_d`, against
+    its family's baselines (`study show` and `search` print them; a recipe stores them)."""
+    history = study.history()
+    baselines = family_baselines(study, study.target, study_family(study.path))
+    return (beat_probabilities(study, history, params_d, study.target, baselines),
+            guard_probabilities(study, history, params_d))
+
+
 def recipe_from_study(study_path: Path, target: str | None = None,
                       baselines: list[Path] | None = None) -> Recipe:
     """The recipe of a study's recommendation.
@@ -157,11 +219,15 @@ def recipe_from_study(study_path: Path, target: str | None = None,
             scores = family_baselines(study, tgt, study_family(path))
         else:
             scores = family_baselines(study, tgt, [resolve_study_path(p) for p in baselines], explicit=True)
+        history = study.history(None if target is None else tgt)
+        params = rec.recommendation.params
         return Recipe(
             mixture=rec.mixture, atlas_fingerprint=fingerprint, centroids_fingerprint=centroids, target=tgt,
             prediction=prediction, observation=observation, provenance=provenance,
             constraints=_space_constraints(study.space),
             baselines=tuple(scores),
+            guards=guard_probabilities(study, history, params),
+            p_beats=beat_probabilities(study, history, params, tgt, scores),
         )
     finally:
         study.close()

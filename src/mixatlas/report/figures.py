@@ -161,11 +161,12 @@ def loss_curves(panels: dict[str, list[tuple[np.ndarray, bool]]], path: Path) ->
 
 def guard_front(gain_n: np.ndarray, guard_change_n: np.ndarray, delta: float, path: Path,
                 chosen: int | None = None, xlabel: str = "guard metric change vs natural",
-                ylabel: str = "target gain vs natural") -> Path:
+                ylabel: str = "target gain vs natural", op: str = ">=") -> Path:
     """Target gain against a guard metric's change (both vs the natural mixture) for n evaluated mixtures:
-    the non-dominated ones joined as the front, the guard's limit `delta` as a line, `chosen` ringed."""
+    the non-dominated ones joined as the front, the guard's limit `delta` as a line, `chosen` ringed.
+    `op` ">=": a larger change is safer (a score); "<=": a smaller one is (a loss)."""
     gain, change = np.asarray(gain_n, float), np.asarray(guard_change_n, float)
-    order = np.argsort(-change)
+    order = np.argsort(-change if op == ">=" else change)
     front = order[np.maximum.accumulate(gain[order]) == gain[order]]  # best gain for at least this change
     fig = Figure(figsize=(4.6, 3.4), layout="constrained")
     ax = fig.subplots()

@@ -285,6 +285,29 @@ class GuardedSearch(Optimizer):
         """The recommendation with each guard's probability of holding there."""
         return self.inner.recommend(self.guarded_history(history))
 
+    def surrogate(self, history: History) -> Surrogate:
+        """The target's GP (the "gp" variant, as the acquisition uses), refitted only when the data change."""
+        x = np.atleast_2d(history.done_params).reshape(-1, history.space.dim)
+        y = np.asarray(history.done_utility, dtype=np.float64)
+        key = x.tobytes() + y.tobytes()
+        cached = getattr(self, "_fit_cache", None)
+        if cached is None or cached[0] != key:
+            self._fit_cache = (key, fit_surrogate(x, y, variants=("gp",)))
+        return self._fit_cache[1]
+
+    def posterior(self, history: History, params_nd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and sd of the target utility at (n, d) parameters (as `GPUCB.posterior`)."""
+        return self.surrogate(history).predict(np.atleast_2d(params_nd))
+
+    def probability_better(
+        self, history: History, params_nd: np.ndarray, reference_d: np.ndarray
+    ) -> np.ndarray:
+        """(n,) P(target utility at each mixture > at the (d,) reference), joint posterior (as GPUCB's)."""
+        params = np.atleast_2d(params_nd)
+        mean, cov = self.surrogate(history).joint(np.concatenate([params, np.atleast_2d(reference_d)]))
+        var = np.diag(cov)[:-1] + cov[-1, -1] - 2 * cov[:-1, -1]
+        return norm.cdf((mean[:-1] - mean[-1]) / np.sqrt(np.maximum(var, 1e-18)))
+
     def assess(self, history: History, params_nd: np.ndarray) -> GuardAssessment:
         """Target gain, guard changes and guard probabilities at (n, d) mixtures vs the natural mixture."""
         gh = self.guarded_history(history)
