@@ -15,7 +15,7 @@ import io
 import json
 import tarfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mixatlas.console import progress_bar
+from mixatlas.console import console, progress_bar
 from mixatlas.errors import MixAtlasError
 from mixatlas.publish import check_replaceable, published
 from mixatlas.recipe.recipe import Recipe, now_iso
+from mixatlas.space import Mixture
 
 FORMATS = ("llava", "wds", "parquet")
 OUTPUT_NAMES = {"llava": "manifest.jsonl", "parquet": "mixture.parquet", "wds": "shard-{:06d}.tar"}
@@ -156,6 +157,28 @@ def rows_by_cell(cell_ids: np.ndarray, n_cells: int) -> list[np.ndarray]:
     return [order[bounds[c]:bounds[c + 1]] for c in range(n_cells)]
 
 
+def on_atlas(recipe: Recipe, atlas: Any) -> Recipe:
+    """`recipe` with `atlas`'s cell names: itself when the names match; with the atlas's concept names
+    (matched by index, said in one line) when the atlas is the recipe's own (same fingerprint or
+    centroids) renamed by `mixatlas atlas name`. Raises MixAtlasError for the cells of another atlas."""
+    concepts, tasks = tuple(atlas.concepts), tuple(atlas.tasks)
+    if concepts == recipe.concepts and tasks == recipe.tasks:
+        return recipe
+    centroids = recipe.centroids_fingerprint
+    same_atlas = recipe.atlas_fingerprint == atlas.fingerprint or (
+        centroids is not None and centroids == atlas.centroids_fingerprint)
+    if not same_atlas or tasks != recipe.tasks or len(concepts) != len(recipe.concepts):
+        raise MixAtlasError(
+            f"recipe cells ({len(recipe.concepts)} concepts x {', '.join(recipe.tasks)}) are not those of "
+            f"this atlas ({len(concepts)} concepts x {', '.join(tasks)}, {str(atlas.fingerprint)[:12]}); "
+            "move it with `mixatlas recipe apply RECIPE --atlas ATLAS --out NEW.yaml`")
+    renamed = [f"{old} -> {new}" for old, new in zip(recipe.concepts, concepts, strict=True) if old != new]
+    more = f" and {len(renamed) - 5} more" if len(renamed) > 5 else ""
+    console.print(f"the atlas's concepts were renamed since the recipe was made; matched by index: "
+                  f"{', '.join(renamed[:5])}{more}", soft_wrap=True, highlight=False, markup=False)
+    return replace(recipe, mixture=Mixture(concepts, tasks, recipe.weights_kt))
+
+
 def materialize(atlas: Any, recipe: Recipe, samples: int, out: Path, format: str = "llava",
                 max_epochs: float | None = None, seed: int = 0, chunk_size: int = 1 << 16,
                 shard_size: int = 10_000, overwrite: bool = False) -> MaterializeSummary:
@@ -174,10 +197,7 @@ def materialize(atlas: Any, recipe: Recipe, samples: int, out: Path, format: str
         raise MixAtlasError(f"--format {format!r}: choose one of {', '.join(FORMATS)}")
     if samples <= 0:
         raise MixAtlasError(f"--samples {samples}: must be a positive number of samples")
-    if tuple(atlas.concepts) != recipe.concepts or tuple(atlas.tasks) != recipe.tasks:
-        raise MixAtlasError(
-            "recipe cells do not match the atlas's concepts/tasks; move it with `mixatlas recipe apply`"
-        )
+    recipe = on_atlas(recipe, atlas)
     epochs = float(max_epochs if max_epochs is not None else (recipe.max_epochs or 1.0))
     if epochs <= 0:
         raise MixAtlasError(f"--max-epochs {epochs:g}: must be positive")
