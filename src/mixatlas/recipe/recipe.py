@@ -2,8 +2,10 @@
 
 A recipe is a YAML file holding the k x T cell weights with both marginals, the atlas it was found on
 (fingerprints), where it came from (study, method, trial or "posterior-mean maximizer", seed, budget),
-what the surrogate predicts for it and what was observed, the constraints of the search, and the
-baselines' scores from the same study family. Building one from a study is `recipe/from_study.py`.
+what the surrogate predicts for it and what was observed, the constraints of the search, the
+baselines' scores from the same study family, the posterior probability that it beats the natural
+mixture and the best baseline (`p_beats`), and for a guarded search each guardrail with the probability
+it holds (`guards`). Building one from a study is `recipe/from_study.py`.
 """
 
 from __future__ import annotations
@@ -70,6 +72,10 @@ class Recipe:
             created, and `transfers` (one entry per `recipe apply`).
         constraints: bounds and epoch cap of the search space.
         baselines: other methods' best scores in the same study family.
+        guards: guarded search: each guardrail spec -> posterior probability it holds at this mixture
+            (change vs the natural mixture's prediction).
+        p_beats: posterior probability that this mixture's target is better than a reference's:
+            "natural" (the natural mixture) and "METHOD (STUDY)" (the best baseline's best trial).
     """
 
     mixture: Mixture
@@ -81,6 +87,8 @@ class Recipe:
     provenance: dict[str, Any] = field(default_factory=dict)
     constraints: dict[str, Any] = field(default_factory=dict)
     baselines: tuple[BaselineScore, ...] = ()
+    guards: dict[str, float] = field(default_factory=dict)
+    p_beats: dict[str, float] = field(default_factory=dict)
 
     @property
     def concepts(self) -> tuple[str, ...]:
@@ -157,6 +165,12 @@ class Recipe:
             sd = "" if gain[1] is None else f" ± {gain[1]:.3g}"
             facts.append(("best baseline", f"{gain[2].value:.4g} ({gain[2].method}, {gain[2].mode} axis)"))
             facts.append(("gain over it", f"{gain[0]:+.4g}{sd} (positive = better)"))
+        for name, p in self.p_beats.items():
+            facts.append((f"P(beats {name})", f"{p:.3f} (posterior)"))
+        for spec, p in self.guards.items():
+            facts.append((f"guard {spec}", f"holds with P {p:.3f} (vs the natural mixture)"))
+        if len(self.guards) > 1:
+            facts.append(("all guards", f"hold with P {float(np.prod(list(self.guards.values()))):.3f}"))
         for key in ("study", "method", "mode", "chosen", "seed", "budget", "n_finished"):
             if key in prov:
                 facts.append((key, str(prov[key])))
@@ -190,6 +204,8 @@ class Recipe:
             "provenance": _plain(self.provenance),
             "constraints": _plain(self.constraints),
             "baselines": [_plain(vars(b)) for b in self.baselines],
+            "guards": {str(k): float(v) for k, v in self.guards.items()},
+            "p_beats": {str(k): float(v) for k, v in self.p_beats.items()},
         }
 
     @classmethod
@@ -223,6 +239,8 @@ class Recipe:
                 provenance=dict(data.get("provenance") or {}),
                 constraints=dict(data.get("constraints") or {}),
                 baselines=tuple(BaselineScore(**b) for b in data.get("baselines") or []),
+                guards=_probabilities(data.get("guards"), "guards"),
+                p_beats=_probabilities(data.get("p_beats"), "p_beats"),
             )
             if recipe.max_epochs is not None and not 0 < recipe.max_epochs < math.inf:
                 raise ValueError(f"constraints.max_epochs is {recipe.max_epochs}, expected a positive number")
@@ -269,6 +287,19 @@ class Recipe:
             )
         if len(atlas.concepts) != len(self.concepts) or tuple(atlas.tasks) != self.tasks:
             raise MixAtlasError(f"{origin}: its concepts/tasks differ from the atlas's; regenerate it")
+
+
+def _probabilities(value: Any, name: str) -> dict[str, float]:
+    """A {name: probability} field (absent in older recipes: {}); ValueError unless each is in [0, 1]."""
+    if not value:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a mapping of name: probability")
+    out = {str(k): float(v) for k, v in value.items()}
+    bad = [k for k, v in out.items() if not 0.0 <= v <= 1.0]
+    if bad:
+        raise ValueError(f"{name}.{bad[0]} is {out[bad[0]]}, expected a probability in [0, 1]")
+    return out
 
 
 def _plain(value: Any) -> Any:
