@@ -4,6 +4,9 @@
     python bench/bench_proxy.py --throughput                              # tiny preset on CPU
     python bench/bench_proxy.py --throughput --gpu [--gpu-batch 16,64] [--compile] [--loss full]
                                                  # 0.5B-class training steps in bf16: tokens/s, MFU
+    python bench/bench_proxy.py --throughput --gpu --data-path trainer [--workers 14]
+                                                 # the same steps through the trainer's own step runner
+                                                 # and streamed batches (JPEG decode in workers, packing)
     python bench/bench_proxy.py --throughput --gpu --tiny --steps 3     # the same code on CPU, toy sizes
 
 Each mode prints a table and writes bench/out/proxy_<mode>.json. The response bench builds a synthetic
@@ -164,7 +167,7 @@ TINY_SIZES = {
 IMAGE_ID = 5  # any id below the text ids drawn by synthetic_items
 
 
-def random_llava(sizes: dict, attn: str, device):
+def random_llava(sizes: dict, attn: str, device, image_id: int = IMAGE_ID):
     """A random-init LlavaForConditionalGeneration of `sizes`, built on `device` (fp32 master weights)."""
     import torch
     from transformers import CLIPVisionConfig, Qwen2Config
@@ -176,7 +179,7 @@ def random_llava(sizes: dict, attn: str, device):
     for config in (vision, text):
         config._attn_implementation = attn
     with torch.device(device):
-        model = llava_from_configs(vision, text, IMAGE_ID)
+        model = llava_from_configs(vision, text, image_id)
     model.config._attn_implementation = attn
     return model
 
@@ -257,7 +260,8 @@ def time_steps(args: argparse.Namespace, sizes: dict, batch: int, device) -> dic
     seconds = time.perf_counter() - started
     used = [host[(args.warmup + i) % len(host)] for i in range(args.steps)]
     flops, tokens = sum(u[1] for u in used), sum(u[2] for u in used)
-    row = {"batch_size": batch, "max_len": args.max_len, "pack_len": args.pack_len or args.max_len,
+    row = {"data_path": "synthetic", "batch_size": batch, "max_len": args.max_len,
+           "pack_len": args.pack_len or args.max_len,
            "loss": args.loss, "attn": args.attn, "compile": args.compile, "checkpointing": args.checkpointing,
            "steps": args.steps, "warmup_steps": args.warmup, "warmup_s": round(warm_s, 2),
            "last_loss": float(last_loss),
@@ -265,6 +269,97 @@ def time_steps(args: argparse.Namespace, sizes: dict, batch: int, device) -> dic
            "tokens_per_s": tokens / seconds, "model_tflops": flops / seconds / 1e12,
            "peak_tflops": args.peak_tflops, "mfu": mfu(flops, seconds, args.peak_tflops),
            "flops_model": flops_model.to_dict()}
+    if device.type == "cuda":
+        row["max_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return row
+
+
+WORDS = ("chart", "axis", "value", "the", "of", "total", "revenue", "label", "shows", "what", "is", "in",
+         "document", "invoice", "date", "page", "button", "screen", "left", "right", "top", "bar", "line")
+
+
+def trainer_corpus(work: Path, n: int, workers: int) -> tuple[list[str], list[str]]:
+    """(image paths, conversation JSON strings) of `n` LLaVA-like samples: 640x480 JPEGs (decoded and
+    resized in the loader's workers, as a real corpus is), a prompt of 16-64 words and an answer of 8-64."""
+    from multiprocessing import get_context
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_embed import _write_jpeg
+
+    folder = work / f"trainer-corpus-{n}"
+    images = [folder / f"{i:06d}.jpg" for i in range(n)]
+    if not (folder / "done").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        with get_context("fork").Pool(max(1, workers)) as pool:
+            pool.map(_write_jpeg, [(path, 640, 480, i) for i, path in enumerate(images)], chunksize=16)
+        (folder / "done").write_text("")
+    rng = np.random.default_rng(0)
+    conversations = []
+    for _ in range(n):
+        prompt = " ".join(rng.choice(WORDS, int(rng.integers(16, 65))))
+        answer = " ".join(rng.choice(WORDS, int(rng.integers(8, 65))))
+        conversations.append(json.dumps([{"from": "human", "value": f"<image>\n{prompt}"},
+                                         {"from": "gpt", "value": answer}]))
+    return [str(path) for path in images], conversations
+
+
+def time_trainer_steps(args: argparse.Namespace, sizes: dict, batch: int, device) -> dict:
+    """Steady-state optimizer steps through the trainer's own path: `train._StepRunner` (uint8 -> device,
+    the proxy loss, clipping, fused AdamW, the scheduler, its token and FLOP counts) fed by
+    `data.streamed_batches` (JPEGs decoded, resized, encoded and packed by `--workers` DataLoader workers
+    into pinned memory), as `train_proxy` runs a custom-preset proxy."""
+    import torch
+
+    from mixatlas.objectives.proxy import ProxyConfig
+    from mixatlas.objectives.proxy.cost import ProxyFlops, mfu
+    from mixatlas.objectives.proxy.data import EncodedSamples, ImageLoader, streamed_batches
+    from mixatlas.objectives.proxy.runtime import DistributedContext, autocast_factory
+    from mixatlas.objectives.proxy.tokenizer import ChatFormat, train_bpe
+    from mixatlas.objectives.proxy.train import _optimizer, _parallel_model, _StepRunner, enable_checkpointing
+
+    total = (args.warmup + args.steps) * batch
+    refs, conversations = trainer_corpus(Path(args.work), min(total, 1024), args.workers)
+    side = sizes["vision"]["image_size"]
+    tokenizer = train_bpe([" ".join(WORDS)] * 50, min(1024, sizes["lm"]["vocab_size"]))
+    chat = ChatFormat(tokenizer, (side // sizes["vision"]["patch_size"]) ** 2)
+    config = ProxyConfig(max_len=args.max_len, batch_size=batch, steps=args.warmup + args.steps, lr=1e-4,
+                         warmup_steps=0, bf16=device.type == "cuda", compile=args.compile,
+                         checkpointing=args.checkpointing, num_workers=args.workers,
+                         pack_len=args.pack_len if args.pack_len else "auto")
+    pack_len = config.packing_length(device.type)
+    torch.manual_seed(0)
+    model = random_llava(sizes, args.attn, device, image_id=chat.image_id)
+    if config.checkpointing:
+        enable_checkpointing(model)
+    dist = DistributedContext()
+    step_fn = _StepRunner(_parallel_model(model, config, dist), *_optimizer(model, config), config, device,
+                          autocast_factory(config, device), dist, ProxyFlops.of(model))
+    step_fn.model.train()
+    order = np.random.default_rng(0).integers(0, len(refs), total)
+    batches = streamed_batches(EncodedSamples(refs, conversations, chat, ImageLoader(side)), order, batch,
+                               chat.pad_id, args.max_len, args.workers, pack_len,
+                               pin_memory=device.type == "cuda")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    started = time.perf_counter()
+    for _ in range(args.warmup):  # the first batches also wait for the workers to start
+        step_fn(batches)
+    sync()
+    warm_s = time.perf_counter() - started
+    step_fn.tokens, step_fn.flops = 0, 0.0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    for _ in range(args.steps):
+        last_loss, _ = step_fn(batches)
+    sync()
+    seconds = time.perf_counter() - started
+    row = {"data_path": "trainer", "workers": args.workers, "batch_size": batch, "max_len": args.max_len,
+           "pack_len": pack_len, "loss": "chunked", "attn": args.attn, "compile": args.compile,
+           "checkpointing": args.checkpointing, "steps": args.steps, "warmup_steps": args.warmup,
+           "warmup_s": round(warm_s, 2), "last_loss": float(last_loss), "step_s": seconds / args.steps,
+           "samples_per_s": batch * args.steps / seconds, "tokens_per_s": step_fn.tokens / seconds,
+           "model_tflops": step_fn.flops / seconds / 1e12, "peak_tflops": args.peak_tflops,
+           "mfu": mfu(step_fn.flops, seconds, args.peak_tflops), "flops_model": step_fn.flops_model.to_dict()}
     if device.type == "cuda":
         row["max_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return row
@@ -280,12 +375,13 @@ def run_step_throughput(args: argparse.Namespace) -> dict:
         print("skipped: no CUDA device (pass --tiny for a CPU dry run)")
         return {"mode": "throughput-gpu", "skipped": "no CUDA device"}
     sizes = TINY_SIZES if args.tiny else GPU_SIZES
+    timer = time_trainer_steps if args.data_path == "trainer" else time_steps
     rows = []
     for batch in (int(b) for b in args.gpu_batch.split(",")):
         for checkpointing in dict.fromkeys((args.checkpointing, True)):  # on OOM, again with checkpointing
             try:
-                rows.append(time_steps(argparse.Namespace(**{**vars(args), "checkpointing": checkpointing}),
-                                       sizes, batch, device))
+                rows.append(timer(argparse.Namespace(**{**vars(args), "checkpointing": checkpointing}),
+                                  sizes, batch, device))
                 break
             except torch.OutOfMemoryError as exc:
                 rows.append({"batch_size": batch, "loss": args.loss, "compile": args.compile,
@@ -294,7 +390,9 @@ def run_step_throughput(args: argparse.Namespace) -> dict:
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    print(f"\nproxy training steps on {name} ({'tiny sizes' if args.tiny else '0.5B-class'}, "
+    data = ("trainer step runner + streamed batches" if args.data_path == "trainer"
+            else "pre-pinned synthetic batches")
+    print(f"\nproxy training steps on {name} ({'tiny sizes' if args.tiny else '0.5B-class'}, {data}, "
           f"loss {args.loss}, attn {args.attn}, compile {args.compile}); MFU of {args.peak_tflops:g} TFLOP/s")
     print(f"{'batch':>6}{'step s':>9}{'samples/s':>11}{'tokens/s':>11}{'TFLOP/s':>9}{'MFU':>8}{'GiB':>7}"
           f"{'ckpt':>6}{'loss':>8}")
@@ -305,7 +403,8 @@ def run_step_throughput(args: argparse.Namespace) -> dict:
         print(f"{r['batch_size']:>6}{r['step_s']:>9.3f}{r['samples_per_s']:>11.1f}{r['tokens_per_s']:>11.0f}"
               f"{r['model_tflops']:>9.1f}{100 * r['mfu']:>7.1f}%{r.get('max_memory_gib', 0):>7.1f}"
               f"{'yes' if r['checkpointing'] else 'no':>6}{r['last_loss']:>8.3f}")
-    return {"mode": "throughput-gpu", "device": name, "tiny": args.tiny, "rows": rows}
+    return {"mode": "throughput-gpu", "device": name, "tiny": args.tiny, "data_path": args.data_path,
+            "rows": rows}
 
 
 def main() -> None:
@@ -331,10 +430,16 @@ def main() -> None:
     parser.add_argument("--checkpointing", action="store_true", help="GPU path: activation checkpointing")
     parser.add_argument("--warmup", type=int, default=3, help="GPU path: untimed steps")
     parser.add_argument("--distinct-batches", type=int, default=4, help="GPU path: batches cycled")
+    parser.add_argument("--data-path", choices=("synthetic", "trainer"), default="synthetic",
+                        help="GPU path: pre-pinned synthetic batches and a bench-local step (synthetic), or "
+                        "the trainer's step runner fed by its streamed, worker-decoded batches (trainer)")
+    parser.add_argument("--workers", type=int, default=8, help="--data-path trainer: decoding workers")
     parser.add_argument("--tiny", action="store_true", help="GPU path on toy sizes on CPU (dry run)")
     parser.add_argument("--tag", default="", help="suffix of the JSON name")
     parser.add_argument("--work", default=str(OUT / "proxy-work"), help="corpus, atlas and runs go here")
     args = parser.parse_args()
+    if args.data_path == "trainer" and args.loss == "full":
+        parser.error("--data-path trainer runs the trainer's own loss (chunked); drop --loss full")
     if args.response:
         report, name = run_response(args), "proxy_response"
     elif args.gpu:

@@ -100,3 +100,35 @@ def table_agreement(
     utility = pool.utility(Target.parse(target, minimize=minimize))
     rows = fidelity_agreement(utility, names, target_fidelity, bootstrap=bootstrap)
     return {"target": target, "target_fidelity": target_fidelity, "minimize": minimize, "rows": rows}
+
+
+def study_agreement(study_path: Path, target: str | None = None, bootstrap: int = 2000) -> dict:
+    """`fidelity_agreement` of a finished multi-fidelity study: every mixture it evaluated (replicates at
+    one fidelity averaged), at each fidelity it ran; the study's target (or `target`, scored on the trials'
+    metrics in the study's direction). Returns the `table_agreement` shape plus "study"."""
+    from mixatlas.search.study import Study, TrialState
+
+    study = Study.open(Path(study_path), read_only=True)
+    try:
+        fidelities = study.fidelities
+        if fidelities is None:
+            raise MixAtlasError(
+                f"{study_path}: a single-fidelity study; rank agreement needs a study searched with "
+                "--fidelities (or a CSV of runs at several fidelities)"
+            )
+        chosen = study.target if target is None else study.target.retarget(target)
+        keys: dict[bytes, int] = {}
+        sums: dict[tuple[int, int], list[float]] = {}
+        for trial in study.trials(TrialState.DONE):
+            row = keys.setdefault(np.asarray(trial.params, dtype=np.float64).round(12).tobytes(), len(keys))
+            sums.setdefault((row, fidelities.index(trial.fidelity)), []).append(
+                chosen.utility(trial.metrics or {})
+            )
+        values = np.full((len(keys), len(fidelities.names)), np.nan)
+        for (row, f), utilities in sums.items():
+            values[row, f] = float(np.mean(utilities))
+        rows = fidelity_agreement(values, list(fidelities.names), fidelities.target, bootstrap=bootstrap)
+        return {"study": str(study_path), "target": chosen.spec, "target_fidelity": fidelities.target,
+                "minimize": chosen.minimize, "rows": rows}
+    finally:
+        study.close()

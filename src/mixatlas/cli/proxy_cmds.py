@@ -147,20 +147,41 @@ def transfer_cmd(
 
 @analyze_app.command("fidelities")
 def fidelities_cmd(
-    csv_path: Path = typer.Argument(..., help="results at several fidelities: a row per mixture x fidelity"),
-    weight_cols: str = typer.Option(..., "--weight-cols", help="prefix of the weight columns"),
-    fidelity_col: str = typer.Option(..., "--fidelity-col", help="column naming each row's fidelity"),
-    target: str = typer.Option(..., "--target", help="metric compared across fidelities"),
-    target_fidelity: str = typer.Option(..., "--target-fidelity", help="the fidelity others are compared to"),
-    minimize: bool = typer.Option(False, "--minimize", help="smaller target is better (losses)"),
+    csv_path: Path | None = typer.Argument(
+        None, help="results at several fidelities: a row per mixture x fidelity (or --study)"
+    ),
+    study: Path | None = typer.Option(
+        None, "--study", help="a multi-fidelity study instead of a CSV (mixtures run at several fidelities)"
+    ),
+    weight_cols: str | None = typer.Option(None, "--weight-cols", help="CSV: prefix of the weight columns"),
+    fidelity_col: str | None = typer.Option(None, "--fidelity-col", help="CSV: column naming the fidelity"),
+    target: str | None = typer.Option(
+        None, "--target", help="metric compared across fidelities (study: default its target)"
+    ),
+    target_fidelity: str | None = typer.Option(
+        None, "--target-fidelity", help="CSV: the fidelity others are compared to"
+    ),
+    minimize: bool = typer.Option(False, "--minimize", help="CSV: smaller target is better (losses)"),
     json_out: Path | None = typer.Option(None, "--json", help="also write the result here"),
 ) -> None:
-    """Rank agreement of every fidelity with the target fidelity (Spearman, Kendall, bootstrap CIs)."""
+    """Rank agreement of every fidelity with the target fidelity (Spearman, Kendall, bootstrap CIs), from
+    a CSV of runs or from a finished multi-fidelity study (`--study S.db`)."""
     from rich.table import Table
 
-    from mixatlas.analyze.fidelity import table_agreement
+    from mixatlas.analyze.fidelity import study_agreement, table_agreement
 
-    report = table_agreement(csv_path, weight_cols, fidelity_col, target, target_fidelity, minimize)
+    if (csv_path is None) == (study is None):
+        raise MixAtlasError("analyze fidelities: give a CSV of runs or --study S.db (one of them)")
+    if study is not None:
+        report = study_agreement(study, target)
+        target, target_fidelity = report["target"], report["target_fidelity"]
+    else:
+        needed = {"--weight-cols": weight_cols, "--fidelity-col": fidelity_col, "--target": target,
+                  "--target-fidelity": target_fidelity}
+        missing = [flag for flag, value in needed.items() if value is None]
+        if missing:
+            raise MixAtlasError(f"analyze fidelities {csv_path}: give {', '.join(missing)}")
+        report = table_agreement(csv_path, weight_cols, fidelity_col, target, target_fidelity, minimize)
     table = Table(title=f"{target}: rank agreement with fidelity {target_fidelity} (95% bootstrap CI)")
     for column in ("fidelity", "mixtures", "Spearman", "95% CI", "Kendall", "95% CI", "its best's rank"):
         table.add_column(column, justify="left" if column == "fidelity" else "right")

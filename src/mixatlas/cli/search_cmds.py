@@ -84,8 +84,12 @@ def _search(config: Path | None = None, **flags: Any) -> None:
     study_obj, objective_obj = open_study(cfg)
     runs = cfg.runs_dir or default_runs_dir(study_obj.path)
     done = study_obj.count(TrialState.DONE)
+    budget = f"budget {study_obj.budget} ({done} done)"
+    if study_obj.fidelities is not None:
+        budget = (f"fidelities {study_obj.fidelities.spec()} (target {study_obj.fidelities.target}), "
+                  f"cost {study_obj.cost_spent():g} of {study_obj.budget_cost:g} spent ({done} done)")
     console.print(
-        f"study {study_obj.path}: {study_obj.method}, budget {study_obj.budget} ({done} done), "
+        f"study {study_obj.path}: {study_obj.method}, {budget}, "
         f"{study_obj.target.direction} {study_obj.target.spec}; "
         f"{study_obj.space.describe()}",
         highlight=False,
@@ -125,21 +129,43 @@ def print_trials(study: Study) -> None:
     """One line per trial: state, attempts, target value, cost, the searched axis's heaviest parts, error."""
     from rich.table import Table
 
-    table = Table(title=f"{study.path} — {study.method}, {study.count(TrialState.DONE)}/{study.budget} done")
+    fidelities = study.fidelities
+    done = study.count(TrialState.DONE)
+    title = f"{study.path} — {study.method}, {done}/{study.budget} done"
+    if fidelities is not None:
+        spent = f"cost {study.cost_spent():g}/{study.budget_cost:g}"
+        title = f"{study.path} — {study.method}, {done} done, {spent}"
+    table = Table(title=title)
     heaviest = f"heaviest {study.space.parametrization.part}s"
-    for column in ("id", "state", "att", study.target.spec, "cost s", heaviest, "error"):
+    fidelity_column = ("fidelity",) if fidelities is not None else ()
+    for column in ("id", "state", "att", *fidelity_column, study.target.spec, "cost s", heaviest, "error"):
         table.add_column(column, overflow="fold", no_wrap=column != "error")
     for trial in study.trials():
         table.add_row(
             str(trial.id),
             trial.state,
             str(trial.attempts),
+            *([trial.fidelity or ""] if fidelities is not None else []),
             "" if trial.value is None else f"{trial.value:.5g}",
             "" if trial.cost_s is None else f"{trial.cost_s:.1f}",
             _heaviest(study.space, trial.mixture),
             (trial.error or "")[:80],
         )
     console.print(table)
+    if fidelities is not None:
+        console.print(fidelity_summary(study), highlight=False)
+
+
+def fidelity_summary(study: Study) -> str:
+    """"per fidelity: 0.5b 12 done (cost 12), 7b 2 done (cost 28); spent 40 of 84"."""
+    fidelities = study.fidelities
+    done = study.trials(TrialState.DONE)
+    parts = []
+    for name, cost in zip(fidelities.names, fidelities.costs, strict=True):
+        n = sum(t.fidelity == name for t in done)
+        target = " (target)" if name == fidelities.target else ""
+        parts.append(f"{name}{target} {n} done (cost {n * cost:g})")
+    return f"per fidelity: {', '.join(parts)}; spent {study.cost_spent():g} of {study.budget_cost:g}"
 
 
 def print_recommendation(study: Study) -> None:
@@ -150,7 +176,8 @@ def print_recommendation(study: Study) -> None:
 
     rec = recommend(study)
     mixture = rec.mixture
-    lines = [f"recommendation ({rec.recommendation.source}) for {study.target.spec}:"]
+    at = "" if study.fidelities is None else f" at fidelity {study.fidelities.target}"
+    lines = [f"recommendation ({rec.recommendation.source}) for {study.target.spec}{at}:"]
     if rec.predicted is not None:
         mean, sd = rec.predicted
         lines.append(f"  predicted {mean:.5g}" + ("" if sd is None else f" ± {sd:.3g}"))

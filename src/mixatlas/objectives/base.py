@@ -22,11 +22,13 @@ from mixatlas.space import Mixture
 
 @dataclass
 class TrialContext:
-    """Where and as what a trial runs: its id, its own folder (created by the loop) and its seed."""
+    """Where and as what a trial runs: its id, its own folder (created by the loop) and its seed; in a
+    multi-fidelity search also the fidelity name to run at (None: a single-fidelity search)."""
 
     trial_id: int
     trial_dir: Path
     seed: int
+    fidelity: str | None = None
 
 
 @dataclass

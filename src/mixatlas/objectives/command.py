@@ -19,7 +19,7 @@ from mixatlas.objectives.base import Result, TrialContext, TrialFolder
 from mixatlas.processes import GROUP_RECORD, die_with_parent, record_group
 from mixatlas.space import Mixture
 
-PLACEHOLDERS = ("{mixture_json}", "{trial_dir}", "{trial_id}", "{seed}")
+PLACEHOLDERS = ("{mixture_json}", "{trial_dir}", "{trial_id}", "{seed}", "{fidelity}")
 _PLACEHOLDER = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS))
 
 
@@ -31,8 +31,9 @@ class CommandObjective:
     """Runs `argv` (placeholders filled in) for each trial and reads the metrics.json it writes.
 
     Args:
-        argv: the command and its arguments; `{mixture_json}`, `{trial_dir}`, `{trial_id}` and `{seed}`
-            are replaced in every element. No shell is involved.
+        argv: the command and its arguments; `{mixture_json}`, `{trial_dir}`, `{trial_id}`, `{seed}` and
+            `{fidelity}` (the trial's fidelity name in a multi-fidelity search, else empty) are replaced
+            in every element. No shell is involved.
         timeout_s: kill the command (and its process group) after this many seconds.
         env: extra environment variables for the command.
     """
@@ -53,6 +54,7 @@ class CommandObjective:
             "{trial_dir}": str(ctx.trial_dir),
             "{trial_id}": str(ctx.trial_id),
             "{seed}": str(ctx.seed),
+            "{fidelity}": ctx.fidelity or "",
         }
         # one pass: a value that itself contains "{seed}" (say, a --runs-dir) is never substituted again
         return [_PLACEHOLDER.sub(lambda m: values[m.group(0)], arg) for arg in self.argv]

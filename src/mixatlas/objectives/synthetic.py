@@ -201,3 +201,80 @@ def make_synthetic(
         seed=seed,
     )
     return space, problem
+
+
+@dataclass
+class MultiFidelitySynthetic:
+    """A synthetic problem at several fidelities: the target fidelity is `problem` itself, a cheaper one a
+    correlated, biased and noisier version of it (any names; only the costs matter).
+
+    At a fidelity m with cost ratio r = min(1, cost_m / cost_target), in units standardized over the
+    space (mean and sd of 512 feasible points):
+        loss_m = mean + sd * (rho * z_target + sqrt(1 - rho^2) * z_other) + (1 - r) * sd,
+        rho = (1 + r) / 2,   noise_m = noise * (2 - r),
+    with z_other an independent member of the family on the same cells (the construction of the
+    analytic two-fidelity test problem): a cheap fidelity ranks mixtures like the target one with
+    correlation about rho, sits higher (a smaller model's loss), is noisier, and its best mixture is not
+    the target's best. The target fidelity (and a costlier one) is exactly `problem`. Metrics as
+    `SyntheticProblem.evaluate` ("loss", "loss_noiseless", "bench<j>/loss" shifted alike) plus
+    "target_loss_noiseless", the target fidelity's noiseless loss.
+    """
+
+    problem: SyntheticProblem
+    costs: dict[str, float]
+    target: str
+    _stats: tuple[float, float, float, float] = field(default=(0.0, 1.0, 0.0, 1.0), repr=False)
+    _other: SyntheticProblem | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.target not in self.costs:
+            raise MixAtlasError(f"target fidelity {self.target!r} is not one of {', '.join(self.costs)}")
+        k = self.problem.effect_jkt.shape[1]
+        self._other = make_synthetic("joint", seed=self.problem.seed + 7919, noise=0.0, k=k)[1]
+        if self._other.effect_jkt.shape != self.problem.effect_jkt.shape:  # pragma: no cover (k x 5 both)
+            raise MixAtlasError("multi-fidelity synthetic: the companion problem has other cells")
+        space = self.problem.space
+        weights = space.cell_weights(space.sample(512, np.random.default_rng([self.problem.seed, 4242])))
+        target, other = self.problem.loss(weights), self._other.loss(weights)
+        self._stats = (float(target.mean()), float(target.std()) or 1.0,
+                       float(other.mean()), float(other.std()) or 1.0)
+
+    @property
+    def metric(self) -> str:
+        return self.problem.metric
+
+    @property
+    def minimize(self) -> bool:
+        return self.problem.minimize
+
+    def ratio(self, fidelity: str | None) -> float:
+        """r = min(1, cost / target cost) of `fidelity` (None: the target)."""
+        if fidelity is None:
+            return 1.0
+        if fidelity not in self.costs:
+            raise MixAtlasError(f"fidelity {fidelity!r} unknown; fidelities are {', '.join(self.costs)}")
+        return min(1.0, self.costs[fidelity] / self.costs[self.target])
+
+    def loss_at(self, weights_nkt: np.ndarray, fidelity: str | None) -> np.ndarray:
+        """(n,) noiseless loss of cell matrices (n, k, T) at `fidelity`."""
+        target = self.problem.loss(weights_nkt)
+        r = self.ratio(fidelity)
+        if r >= 1.0:
+            return target
+        mean_t, sd_t, mean_o, sd_o = self._stats
+        rho = (1.0 + r) / 2.0
+        z_target = (target - mean_t) / sd_t
+        z_other = (self._other.loss(weights_nkt) - mean_o) / sd_o
+        return mean_t + sd_t * (rho * z_target + np.sqrt(1.0 - rho**2) * z_other) + (1.0 - r) * sd_t
+
+    def evaluate(self, mixture: Mixture, ctx: TrialContext) -> Result:
+        result = self.problem.evaluate(mixture, ctx)
+        r = self.ratio(ctx.fidelity)
+        target_clean = result.metrics["loss_noiseless"]
+        clean = float(self.loss_at(mixture.weights_kt[None], ctx.fidelity)[0])
+        rng = np.random.default_rng([self.problem.seed, int(ctx.seed), int(ctx.trial_id), 1])
+        noisy = clean + self.problem.noise * (2.0 - r) * float(rng.standard_normal())
+        shift = clean - target_clean
+        metrics = {name: value + shift for name, value in result.metrics.items() if name.startswith("bench")}
+        metrics |= {self.metric: float(noisy), "loss_noiseless": clean, "target_loss_noiseless": target_clean}
+        return Result(metrics=metrics, cost_s=result.cost_s)

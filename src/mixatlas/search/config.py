@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from mixatlas.errors import MixAtlasError
 from mixatlas.executors import EXECUTOR_KINDS
 from mixatlas.objectives.registry import OBJECTIVE_KINDS
-from mixatlas.search.methods import METHODS
+from mixatlas.search.methods import METHODS, MF_METHODS
 from mixatlas.space.parametrization import MODES
 from mixatlas.yaml_io import safe_load
 
@@ -76,7 +76,7 @@ class SearchConfig(BaseModel):
         None, description="Direction of the target.", json_schema_extra={"flag": "--minimize/--maximize"}
     )
     # the method and budget
-    method: str = Field("gp-ucb", description=f"Search method: {'|'.join(METHODS)}.")
+    method: str = Field("gp-ucb", description=f"Search method: {'|'.join((*METHODS, *MF_METHODS))}.")
     method_options: dict[str, Any] = Field(
         default_factory=dict, description="Keyword options of the method.", json_schema_extra=NO_FLAG
     )
@@ -89,6 +89,20 @@ class SearchConfig(BaseModel):
     )
     budget: int = Field(48, gt=0, description="Objective evaluations (initial design included).")
     seed: int = Field(0, description="Seed of the design, the method and the trials.")
+    # multi-fidelity search (method mf-gp-ucb): trials at named cost levels, a cost budget, one target level
+    fidelities: str | None = Field(
+        None,
+        description='Multi-fidelity: NAME=COST,... e.g. "0.5b=1,3b=6,7b=14" (YAML: a name: cost mapping); '
+        "the trainer gets {fidelity}; proxy names: steps0.25 (a fraction of steps), tiny / nano / small "
+        "(model size) or SIZE:FRACTION, e.g. tiny:0.25. Needs --method mf-gp-ucb.",
+    )
+    target_fidelity: str | None = Field(
+        None, description="Fidelity to recommend for (default: the costliest)."
+    )
+    budget_cost: float | None = Field(
+        None, gt=0, allow_inf_nan=False,
+        description="Multi-fidelity: total cost to spend (default: budget x the target fidelity's cost).",
+    )
     # "per-trial": trial i trains with seed + i; "shared": every trial trains with the study seed (common
     # random numbers: differences between trials come from the mixture alone, not from the proxy's seed noise)
     trial_seeds: Literal["per-trial", "shared"] = Field(
@@ -176,6 +190,56 @@ class SearchConfig(BaseModel):
         """The method's options as the study stores them: `method_options` plus the guards, if any."""
         options = dict(self.method_options)
         return {**options, "guards": list(self.guard)} if self.guard else options
+
+    @field_validator("fidelities", mode="before")
+    @classmethod
+    def _fidelity_mapping(cls, value: Any) -> Any:
+        """A YAML mapping `{0.5b: 1, 7b: 14}` is the same as the flag's "0.5b=1,7b=14"."""
+        if isinstance(value, dict):
+            return ",".join(f"{name}={cost}" for name, cost in value.items())
+        return value
+
+    @property
+    def fidelity_levels(self):  # -> Fidelities | None (search.multifidelity)
+        """The parsed `fidelities` with the target (None for a single-fidelity search)."""
+        if self.fidelities is None:
+            return None
+        from mixatlas.search.multifidelity import Fidelities
+
+        return Fidelities.parse(self.fidelities, self.target_fidelity, option="--fidelities")
+
+    @property
+    def total_cost(self) -> float | None:
+        """The cost budget: `budget_cost`, else budget x the target fidelity's cost (None: one fidelity)."""
+        levels = self.fidelity_levels
+        if levels is None:
+            return None
+        if self.budget_cost is not None:
+            return float(self.budget_cost)
+        return float(self.budget * levels.cost(levels.target))
+
+    def check_fidelities(self) -> None:
+        """A multi-fidelity method exactly when fidelities are given; one-line errors naming the fix."""
+        origin = self._origin
+        if self.method in MF_METHODS and self.fidelities is None:
+            raise MixAtlasError(
+                f"{origin}: method {self.method!r} needs fidelities (--fidelities NAME=COST,..., e.g. "
+                '"0.5b=1,7b=14"); or use a single-fidelity --method'
+            )
+        if self.fidelities is not None and self.method not in MF_METHODS:
+            raise MixAtlasError(
+                f"{origin}: fidelities need a multi-fidelity method (--method {' or '.join(MF_METHODS)}); "
+                f"{self.method!r} searches one fidelity"
+            )
+        if self.fidelities is None and (self.target_fidelity is not None or self.budget_cost is not None):
+            option = "--target-fidelity" if self.target_fidelity is not None else "--budget-cost"
+            raise MixAtlasError(f"{origin}: {option} needs --fidelities NAME=COST,...")
+        levels = self.fidelity_levels  # parses: a bad item or target is its one-line error
+        if levels is not None and self.total_cost < min(levels.costs):
+            raise MixAtlasError(
+                f"{origin}: budget_cost {self.total_cost:g} buys no trial (cheapest fidelity costs "
+                f"{min(levels.costs):g}); raise --budget-cost"
+            )
 
     @classmethod
     def load(cls, path: Path | None = None, overrides: dict[str, Any] | None = None) -> SearchConfig:

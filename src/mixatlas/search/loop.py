@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import signal
 import socket
@@ -29,6 +30,7 @@ from mixatlas.objectives.base import Objective, Result, TrialContext, TrialFolde
 from mixatlas.processes import GROUP_RECORD, end_recorded_group
 from mixatlas.search.base import History
 from mixatlas.search.config import SearchConfig
+from mixatlas.search.multifidelity import FidelityHistory
 from mixatlas.search.study import Study, Trial, TrialState
 from mixatlas.space import Mixture
 from mixatlas.tracking import TrackedRun, Tracker, make_tracker, mixture_params
@@ -79,8 +81,10 @@ def run_trial(
     trial_dir: str,
     seed: int,
     timeout_s: float | None,
+    fidelity: str | None = None,
 ) -> TrialOutcome:
-    """Evaluate one mixture where the executor put us; plain data in, plain data out.
+    """Evaluate one mixture (at `fidelity` in a multi-fidelity search) where the executor put us; plain
+    data in, plain data out.
 
     The loop owns the trial folder (`TrialFolder`): `mixture.json` before the objective runs, `metrics.json`
     after it returned, `stdout.log` / `stderr.log` around it.
@@ -92,7 +96,7 @@ def run_trial(
     started = time.monotonic()
     try:
         with _output_to(folder.path), _time_limit(timeout_s):
-            result = objective.evaluate(mixture, TrialContext(trial_id, folder.path, seed))
+            result = objective.evaluate(mixture, TrialContext(trial_id, folder.path, seed, fidelity))
         if not isinstance(result, Result):
             raise TypeError(f"objective returned {type(result).__name__}, expected Result")
     except TrialTimeout:
@@ -136,7 +140,10 @@ def run_search(
     progress: bool = True,
     tracker: Tracker | None = None,
 ) -> Study:
-    """Run (or resume) `study` until it has exactly `study.budget` done trials.
+    """Run (or resume) `study` until it has exactly `study.budget` done trials; a multi-fidelity study
+    (`study.fidelities`) until no further (mixture, fidelity) proposal fits its `budget_cost` (the done
+    trials' costs never exceed it: a trial is proposed only when its cost fits beside the done and
+    running ones).
 
     With a `tracker`, every attempt that finishes here (done or failed) is logged as one run.
 
@@ -144,12 +151,19 @@ def run_search(
     `failed` with the reason and retried (same params) up to `retries` times; then the search moves on
     with a new proposal. Raises MixAtlasError if failures in this run exceed budget * (retries + 1).
     """
-    from mixatlas.search.methods import make_optimizer
+    from mixatlas.search.methods import make_mf_optimizer, make_optimizer
 
     runs = Path(runs_dir) if runs_dir is not None else default_runs_dir(study.path)
     runs.mkdir(parents=True, exist_ok=True)
-    optimizer = make_optimizer(study.method, **study.method_options)
-    max_failures = study.budget * (retries + 1)
+    fidelities = study.fidelities
+    if fidelities is None:
+        optimizer = make_optimizer(study.method, **study.method_options)
+        max_failures = study.budget * (retries + 1)
+    else:
+        optimizer = make_mf_optimizer(study.method, **study.method_options)
+        max_trials = math.floor(study.budget_cost / min(fidelities.costs) + 1e-9)
+        max_failures = max(study.budget, max_trials) * (retries + 1)
+    exhausted = False  # multi-fidelity: the last ask found nothing that fits; ask again after a change
     inflight: dict[Handle, tuple[Trial, float]] = {}
     failures = 0
     requeue_on_exit = _inflight_requeued(study, executor, inflight)
@@ -158,22 +172,31 @@ def run_search(
         while True:
             n_done = study.count(TrialState.DONE)
             show(n_done)
-            if n_done >= study.budget and not inflight:
-                return study
-            for trial in _next_trials(study, optimizer, n_done, inflight, parallel):
+            if fidelities is None:
+                if n_done >= study.budget and not inflight:
+                    return study
+                starting = _next_trials(study, optimizer, n_done, inflight, parallel)
+            else:
+                starting = [] if exhausted else _next_mf_trials(study, optimizer, inflight, parallel)
+                exhausted = len(inflight) + len(starting) < parallel
+                if not starting and not inflight:
+                    return study
+            for trial in starting:
                 trial = study.start_trial(
                     trial.id, trial_dir=trial_dir_for(runs, trial.id), worker=executor.kind
                 )
                 end_recorded_group(Path(trial.trial_dir) / GROUP_RECORD)  # a trainer left by a killed run
                 seed = trial_seed(study, trial)
                 handle = executor.submit(
-                    run_trial, objective, trial.mixture.to_dict(), trial.id, trial.trial_dir, seed, timeout_s
+                    run_trial, objective, trial.mixture.to_dict(), trial.id, trial.trial_dir, seed, timeout_s,
+                    trial.fidelity,
                 )
                 inflight[handle] = (trial, time.monotonic())
             for handle in executor.wait(list(inflight), timeout=_POLL_S):
                 trial, _ = inflight.pop(handle)
                 failures += _record_outcome(study, trial, _collect(executor, handle), retries)
                 _track(tracker, study, trial.id)
+                exhausted = False
             for handle in _overrun(executor, inflight, timeout_s):
                 trial, _ = inflight.pop(handle)
                 executor.cancel(handle)
@@ -181,6 +204,7 @@ def run_search(
                 outcome = TrialOutcome(error=f"timed out after {timeout_s:g} s; worker killed")
                 failures += _record_outcome(study, trial, outcome, retries)
                 _track(tracker, study, trial.id)
+                exhausted = False
             if failures > max_failures:
                 last = study.trials(TrialState.FAILED)[-1]
                 raise MixAtlasError(
@@ -271,6 +295,54 @@ def _next_trials(
     return queued
 
 
+def _next_mf_trials(
+    study: Study, optimizer: Any, inflight: dict[Handle, tuple[Trial, float]], parallel: int
+) -> list[Trial]:
+    """Multi-fidelity: pending trials to start now (resumed or retries first; their cost is already
+    committed), then new (mixture, fidelity) proposals, each only if its cost fits the budget left."""
+    n_start = parallel - len(inflight)
+    if n_start <= 0:
+        return []
+    running_ids = {trial.id for trial, _ in inflight.values()}
+    queued = [t for t in study.trials(TrialState.PENDING) if t.id not in running_ids][:n_start]
+    if len(queued) < n_start:
+        history = _mf_history_for_proposals(study)
+        if history.remaining + 1e-9 >= min(history.fidelities.costs):
+            names = history.fidelities.names
+            for params, fidelity in optimizer.ask(history, n_start - len(queued)):
+                queued.append(study.add_trial(params, fidelity=names[fidelity]))
+    return queued
+
+
+def _mf_history_for_proposals(study: Study) -> FidelityHistory:
+    """The study's fidelity history with abandoned trials (failed after all retries) shown as pending,
+    as in `_history_for_proposals`; their cost is added to the budget, since a failure spends nothing."""
+    history = study.fidelity_history()
+    abandoned = [t for t in _latest_attempts(study) if t.state == TrialState.FAILED]
+    if not abandoned:
+        return history
+    fidelities = history.fidelities
+    h = history.history
+    pending = np.vstack([h.pending_params, np.asarray([t.params for t in abandoned])])
+    pending_fidelity = np.concatenate(
+        [history.pending_fidelity, [fidelities.index(t.fidelity) for t in abandoned]]
+    ).astype(int)
+    return dataclasses.replace(
+        history,
+        history=dataclasses.replace(h, pending_params=pending),
+        pending_fidelity=pending_fidelity,
+        budget_cost=history.budget_cost + sum(fidelities.cost(t.fidelity) for t in abandoned),
+    )
+
+
+def _latest_attempts(study: Study) -> list[Trial]:
+    """The last row of each retry chain (id order)."""
+    latest: dict[int, Trial] = {}
+    for trial in study.trials():  # id order: the last row of each retry chain wins
+        latest[trial.retry_of if trial.retry_of is not None else trial.id] = trial
+    return list(latest.values())
+
+
 def _history_for_proposals(study: Study) -> History:
     """The study's history with abandoned params (failed after all retries) shown as pending.
 
@@ -344,16 +416,22 @@ def _overrun(
 
 @contextlib.contextmanager
 def _progress_bar(study: Study, enabled: bool) -> Iterator[Any]:
-    """Yields `show(n_done)`: updates a rich bar "trials done/budget, best so far" (no-op when disabled)."""
-    with progress_bar(enabled, "search", total=study.budget) as bar:
+    """Yields `show(n_done)`: updates a rich bar "trials done/budget, best so far" (no-op when disabled);
+    a multi-fidelity study's bar counts cost spent of `budget_cost`, its best is at the target fidelity."""
+    fidelities = study.fidelities
+    total = study.budget if fidelities is None else study.budget_cost
+    with progress_bar(enabled, "search", total=total) as bar:
 
         def show(n_done: int) -> None:
             if not enabled:
                 return
             done = study.trials(TrialState.DONE)
+            if fidelities is not None:
+                done = [t for t in done if t.fidelity == fidelities.target]
             best = study.target.best(t.value for t in done) if done else None
             label = "search" if best is None else f"search · best {study.target.spec} {best:.5g}"
-            bar.update(completed=n_done, description=label)
+            completed = n_done if fidelities is None else study.cost_spent()
+            bar.update(completed=completed, description=label)
 
         yield show
 

@@ -75,16 +75,34 @@ class Fidelities:
             )
 
     @classmethod
-    def parse(cls, costs: str, target: str) -> Fidelities:
-        """From "0.5b=1,3b=6,7b=14" and the target name ("7b")."""
+    def parse(cls, costs: str, target: str | None = None, option: str = "--costs") -> Fidelities:
+        """From "0.5b=1,3b=6,7b=14" and the target name ("7b"; None: the costliest fidelity).
+
+        `option` names the flag the text came from in errors (`--costs` of `bench pool`, `--fidelities`
+        of `search`).
+        """
         names, values = [], []
         for item in costs.split(","):
             match = _COST_ITEM.match(item)
             if match is None:
-                raise MixAtlasError(f"--costs {costs!r}: cannot read {item.strip()!r}; write NAME=COST,...")
+                raise MixAtlasError(f"{option} {costs!r}: cannot read {item.strip()!r}; write NAME=COST,...")
             names.append(match.group(1))
             values.append(float(match.group(2)))
+        if target is None:
+            target = names[int(np.argmax(values))] if names else ""
         return cls(tuple(names), tuple(values), target)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Fidelities:
+        """The inverse of `to_dict` (how a study stores its fidelities)."""
+        return cls(tuple(data["names"]), tuple(float(c) for c in data["costs"]), data["target"])
+
+    def cost(self, name: str) -> float:
+        return self.costs[self.index(name)]
+
+    def spec(self) -> str:
+        """"0.5b=1,3b=6,7b=14": the text `parse` reads."""
+        return ",".join(f"{n}={c:g}" for n, c in zip(self.names, self.costs, strict=True))
 
     @property
     def target_index(self) -> int:

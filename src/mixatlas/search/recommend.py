@@ -14,7 +14,7 @@ import numpy as np
 from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Target
 from mixatlas.search.base import Recommendation
-from mixatlas.search.methods import make_optimizer
+from mixatlas.search.methods import make_mf_optimizer, make_optimizer
 from mixatlas.search.study import Study, Trial, TrialState
 from mixatlas.space import Mixture
 
@@ -51,7 +51,8 @@ class StudyRecommendation:
 
 
 def recommend(study: Study, target: Target | None = None) -> StudyRecommendation:
-    """The study method's recommendation from its finished trials, for `target` (default: the study's).
+    """The study method's recommendation from its finished trials, for `target` (default: the study's);
+    in a multi-fidelity study, for its target fidelity, from the trials of every fidelity.
 
     Raises MixAtlasError when no trial has finished yet, or when a trial lacks a metric of `target`.
     """
@@ -60,14 +61,19 @@ def recommend(study: Study, target: Target | None = None) -> StudyRecommendation
             f"{study.path}: no finished trials yet; run `mixatlas search --study {study.path}`"
         )
     chosen_target = study.target if target is None else target
-    history = study.history(target)
-    recommendation = make_optimizer(study.method, **study.method_options).recommend(history)
+    fidelities = study.fidelities
+    done = study.trials(TrialState.DONE)
+    if fidelities is None:
+        history = study.history(target)
+        recommendation = make_optimizer(study.method, **study.method_options).recommend(history)
+    else:
+        # multi-fidelity: the method recommends for the target fidelity from every fidelity's trials;
+        # only a trial run at the target fidelity observed it (a cheap fidelity measures another quantity)
+        history = study.fidelity_history(target)
+        recommendation = make_mf_optimizer(study.method, **study.method_options).recommend(history)
+        done = [t for t in done if t.fidelity == fidelities.target]
     match = next(
-        (
-            t
-            for t in study.trials(TrialState.DONE)
-            if np.allclose(t.params, recommendation.params, rtol=0, atol=1e-12)
-        ),
+        (t for t in done if np.allclose(t.params, recommendation.params, rtol=0, atol=1e-12)),
         None,
     )
     mixture = study.space.to_mixture(recommendation.params)

@@ -126,7 +126,7 @@ def open_study(config: SearchConfig) -> tuple[Study, Objective]:
     with no problem source given the stored definition is used as it is.
     """
     from mixatlas.objectives.registry import build_objective
-    from mixatlas.search.methods import make_optimizer
+    from mixatlas.search.methods import make_mf_optimizer, make_optimizer
 
     path = Path(config.study)
     atlas_dir = None if config.atlas is None else str(config.atlas)
@@ -134,11 +134,17 @@ def open_study(config: SearchConfig) -> tuple[Study, Objective]:
         study = Study.open(path)
         problem = build_problem(config) if config.sources else None
         _check_resume(study, config, problem)
-        return study, build_objective(study.objective_spec, atlas=atlas_dir)
+        return study, at_fidelities(build_objective(study.objective_spec, atlas=atlas_dir), study)
     if not config.sources:
         raise MixAtlasError(f"{path}: no study here; give a problem (--atlas, --pool or --synthetic)")
-    make_optimizer(config.method, **config.optimizer_options)  # a bad method name fails before any file
+    config.check_fidelities()
+    fidelities = config.fidelity_levels
+    if fidelities is None:
+        make_optimizer(config.method, **config.optimizer_options)  # a bad method name fails before any file
+    else:
+        make_mf_optimizer(config.method, **config.optimizer_options)
     problem = build_problem(config)
+    _check_objective_fidelities(config, problem)
     target_spec = config.target or problem.default_target
     if not target_spec:
         raise MixAtlasError(f"{config.origin}: give the target metric (--target METRIC)")
@@ -158,11 +164,62 @@ def open_study(config: SearchConfig) -> tuple[Study, Objective]:
         seed=config.seed,
         method_options=config.optimizer_options,  # with the guards of a guarded search
         meta=_study_meta(config, problem),
+        fidelities=fidelities,
+        budget_cost=config.total_cost,
     )
     for other in shared:
         study.import_trials(other, limit=study.budget - study.count(TrialState.DONE))
         other.close()
-    return study, objective
+    return study, at_fidelities(objective, study)
+
+
+def at_fidelities(objective: Objective, study: Study) -> Objective:
+    """The objective a multi-fidelity study evaluates: the synthetic one becomes its multi-fidelity family
+    (`MultiFidelitySynthetic`); command and proxy objectives read `ctx.fidelity` themselves."""
+    from mixatlas.objectives.synthetic import MultiFidelitySynthetic, SyntheticProblem
+
+    fidelities = study.fidelities
+    if fidelities is None or not isinstance(objective, SyntheticProblem):
+        return objective
+    costs = dict(zip(fidelities.names, fidelities.costs, strict=True))
+    return MultiFidelitySynthetic(objective, costs, fidelities.target)
+
+
+# objectives that run a trial at a fidelity (they read `TrialContext.fidelity`)
+_FIDELITY_OBJECTIVES = ("synthetic", "proxy", "command", "lmms-eval")
+
+
+def _check_objective_fidelities(config: SearchConfig, problem: Problem) -> None:
+    """The objective can run at the fidelities (and a command uses `{fidelity}` exactly when given)."""
+    spec = problem.objective_spec
+    kind = spec.kind
+    argv = {"command": getattr(spec, "argv", None), "lmms-eval": getattr(spec, "train", None)}.get(kind)
+    uses_placeholder = argv is not None and any("{fidelity}" in arg for arg in argv)
+    fidelities = config.fidelity_levels
+    if fidelities is None:
+        if uses_placeholder:
+            raise MixAtlasError(
+                f"{config.origin}: the command uses {{fidelity}} but the search has no fidelities; "
+                "give --fidelities NAME=COST,... and --method mf-gp-ucb, or drop {fidelity}"
+            )
+        return
+    if config.share_from:
+        raise MixAtlasError(f"{config.origin}: share_from does not work with fidelities; drop --share-from")
+    if kind not in _FIDELITY_OBJECTIVES:
+        raise MixAtlasError(
+            f"{config.origin}: objective {kind!r} cannot run at fidelities (use one of "
+            f"{', '.join(_FIDELITY_OBJECTIVES)}; a pool at several fidelities is `bench pool --fidelity-col`)"
+        )
+    if argv is not None and not uses_placeholder:
+        raise MixAtlasError(
+            f"{config.origin}: with fidelities the command must take {{fidelity}} (e.g. "
+            '--command "python train.py {mixture_json} {trial_dir} {fidelity}")'
+        )
+    if kind == "proxy":
+        from mixatlas.objectives.proxy import ProxyConfig
+        from mixatlas.objectives.proxy.fidelity import check_fidelities
+
+        check_fidelities(ProxyConfig.from_dict(spec.config), fidelities.names)
 
 
 def _study_meta(config: SearchConfig, problem: Problem) -> dict[str, Any]:
@@ -195,8 +252,10 @@ def _check_resume(study: Study, config: SearchConfig, problem: Problem | None) -
               "guards": study.method_options.get("guards", [])}
     if "trial_seeds" in given:
         wanted["trial_seeds"] = config.trial_seeds
+    if given & {"fidelities", "target_fidelity", "budget_cost"}:
+        wanted |= _wanted_fidelities(study, config)
     for name, value in wanted.items():
-        difference = _first_difference(_plain(value), stored[name], name)
+        difference = _first_difference(_plain(value), stored.get(name), name)
         if difference:
             raise MixAtlasError(
                 f"{study.path}: {difference} — the study was created with other settings; "
@@ -205,6 +264,28 @@ def _check_resume(study: Study, config: SearchConfig, problem: Problem | None) -
 
 
 _RESUME_FIELDS = ("method", "method_options", "budget", "seed", "minimize")
+
+
+def _wanted_fidelities(study: Study, config: SearchConfig) -> dict[str, Any]:
+    """The stored settings the fidelity options given on a resume must match: `fidelities` (names, costs,
+    target) and `budget_cost`; an option not given takes the stored value."""
+    given = config.model_fields_set
+    stored = study.fidelities
+    if stored is None:
+        option = next(f"--{n.replace('_', '-')}" for n in ("fidelities", "target_fidelity", "budget_cost")
+                      if n in given)
+        raise MixAtlasError(
+            f"{study.path}: {option} given, but the study searches one fidelity; drop it to resume as "
+            "stored, or use a new --study path"
+        )
+    from mixatlas.search.multifidelity import Fidelities
+
+    costs = config.fidelities if "fidelities" in given else stored.spec()
+    target = config.target_fidelity if "target_fidelity" in given else stored.target
+    wanted: dict[str, Any] = {"fidelities": Fidelities.parse(costs, target, option="--fidelities").to_dict()}
+    if "budget_cost" in given:
+        wanted["budget_cost"] = float(config.budget_cost)
+    return wanted
 
 
 def _plain(value: Any) -> Any:

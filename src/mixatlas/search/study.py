@@ -27,9 +27,13 @@ import psutil
 from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Result, Target
 from mixatlas.search.base import History
+from mixatlas.search.multifidelity import Fidelities, FidelityHistory
 from mixatlas.space import Mixture, MixtureSpace
 
-SCHEMA_VERSION = 2  # 2: trials.interruptions (crash / stop requeues, counted apart from attempts)
+# 2: trials.interruptions (crash / stop requeues, counted apart from attempts); 3: trials.fidelity (the
+# fidelity a multi-fidelity study ran the trial at; NULL in single-fidelity studies)
+SCHEMA_VERSION = 3
+_ADDED_COLUMNS = (("interruptions", "INTEGER NOT NULL DEFAULT 0"), ("fidelity", "TEXT"))  # by versions 2, 3
 
 
 class TrialState(StrEnum):
@@ -65,7 +69,8 @@ CREATE TABLE trials (
     started_at REAL,
     finished_at REAL,
     worker TEXT,
-    trial_dir TEXT
+    trial_dir TEXT,
+    fidelity TEXT
 );
 CREATE INDEX trials_state ON trials(state);
 """
@@ -98,6 +103,7 @@ class Trial:
     finished_at: float | None
     worker: str | None
     trial_dir: str | None
+    fidelity: str | None = None  # multi-fidelity studies: the fidelity name it ran at
 
 
 class Study:
@@ -126,12 +132,15 @@ class Study:
         seed: int,
         method_options: dict | None = None,
         meta: dict | None = None,
+        fidelities: Fidelities | None = None,
+        budget_cost: float | None = None,
     ) -> Study:
         """Write a new study file at `path` (which must not exist yet) and open it.
 
         The file is built under a temporary name and linked into place in one step, so a kill never leaves
         a half-made study, and of two simultaneous creations exactly one wins (the other gets a
-        MixAtlasError saying so).
+        MixAtlasError saying so). A multi-fidelity study also stores its `fidelities` (names, costs,
+        target) and `budget_cost`; single-fidelity settings keep exactly their old keys.
         """
         path = Path(path)
         if path.exists():
@@ -153,6 +162,10 @@ class Study:
             "meta": meta or {},
             "created_at": time.time(),
         }
+        if fidelities is not None:
+            if budget_cost is None or not budget_cost > 0:
+                raise MixAtlasError(f"budget_cost {budget_cost}: a multi-fidelity study needs a positive one")
+            settings |= {"fidelities": fidelities.to_dict(), "budget_cost": float(budget_cost)}
         for stale in path.parent.glob(f".{path.name}.creating-*"):  # left by a creation that was killed
             pid = re.search(r"\.creating-(\d+)", stale.name)
             if pid and not psutil.pid_exists(int(pid.group(1))):
@@ -184,7 +197,7 @@ class Study:
         """Open an existing study; a missing, foreign or corrupt file raises MixAtlasError.
 
         `read_only` never writes the file (not even a journal-mode header on a foreign or empty file);
-        a writable open upgrades a version-1 study in place.
+        a writable open upgrades a version-1 or -2 study in place (a read-only open reads it as it is).
         """
         path = Path(path)
         if not path.is_file():
@@ -194,11 +207,15 @@ class Study:
         try:
             conn = _connect_read_only(path) if read_only else _connect(path)
             (version,) = conn.execute("SELECT version FROM schema_version").fetchone()
-            if version == 1 and not read_only:
+            if version in (1, 2) and not read_only:
                 with _transaction(conn):
-                    conn.execute("ALTER TABLE trials ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0")
+                    # each column a version added, unless the file has it already
+                    columns = {row["name"] for row in conn.execute("PRAGMA table_info(trials)")}
+                    for column, kind in _ADDED_COLUMNS:
+                        if column not in columns:
+                            conn.execute(f"ALTER TABLE trials ADD COLUMN {column} {kind}")
                     conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
-            elif version not in (1, SCHEMA_VERSION):
+            elif version not in (1, 2, SCHEMA_VERSION):
                 raise MixAtlasError(
                     f"{path}: study schema version {version}, this MixAtlas reads {SCHEMA_VERSION}; "
                     "use the matching MixAtlas version"
@@ -249,6 +266,25 @@ class Study:
     def meta(self) -> dict:
         return dict(self._settings["meta"])
 
+    @property
+    def fidelities(self) -> Fidelities | None:
+        """The fidelities (names, costs, target) of a multi-fidelity study; None for a single-fidelity one."""
+        data = self._settings.get("fidelities")
+        return None if data is None else Fidelities.from_dict(data)
+
+    @property
+    def budget_cost(self) -> float | None:
+        """The total cost a multi-fidelity study may spend (None for a single-fidelity study)."""
+        value = self._settings.get("budget_cost")
+        return None if value is None else float(value)
+
+    def cost_spent(self) -> float:
+        """The summed cost of the done trials at their fidelities (0 for a single-fidelity study)."""
+        fidelities = self.fidelities
+        if fidelities is None:
+            return 0.0
+        return float(sum(fidelities.cost(t.fidelity) for t in self.trials(TrialState.DONE)))
+
     def settings(self) -> dict[str, Any]:
         """The stored definition as plain JSON data (space dict, target spec, method, budget, ...)."""
         return json.loads(json.dumps(self._settings))
@@ -293,6 +329,19 @@ class Study:
         metrics = tuple(dict(t.metrics or {}) for t in done)
         return History(self._space, done_params, utility, pending_params, self.budget, self.seed, metrics)
 
+    def fidelity_history(self, target: Target | None = None) -> FidelityHistory:
+        """`history(target)` with each trial's fidelity and the cost budget, for a multi-fidelity study."""
+        fidelities = self.fidelities
+        if fidelities is None:
+            raise MixAtlasError(f"{self._path}: not a multi-fidelity study (created without fidelities)")
+        history = self.history(target)
+        done = [fidelities.index(t.fidelity) for t in self.trials(TrialState.DONE)]
+        pending = [fidelities.index(t.fidelity) for t in self.trials() if not t.state.is_finished()]
+        return FidelityHistory(
+            history, np.asarray(done, dtype=int), np.asarray(pending, dtype=int), fidelities,
+            float(self.budget_cost),
+        )
+
     def to_rows(self) -> list[dict]:
         """One flat dict per trial (for CSV and reports): state, value, cells `w:CONCEPT/TASK`, metrics."""
         rows = []
@@ -311,6 +360,8 @@ class Study:
                 "finished_at": t.finished_at,
                 "trial_dir": t.trial_dir,
             }
+            if t.fidelity is not None:
+                row["fidelity"] = t.fidelity
             for i, concept in enumerate(t.mixture.concepts):
                 for j, task in enumerate(t.mixture.tasks):
                     row[f"w:{concept}/{task}"] = float(t.mixture.weights_kt[i, j])
@@ -320,15 +371,23 @@ class Study:
         return rows
 
     # -- state changes (each one transaction) ---------------------------------------------------------
-    def add_trial(self, params: np.ndarray) -> Trial:
-        """Insert a `pending` trial for (d,) `params`; the mixture is computed and stored with it."""
+    def add_trial(self, params: np.ndarray, fidelity: str | None = None) -> Trial:
+        """Insert a `pending` trial for (d,) `params` (at `fidelity`, a multi-fidelity study's name); the
+        mixture is computed and stored with it."""
         params = np.asarray(params, dtype=np.float64).reshape(self._space.dim)
         mixture = self._space.to_mixture(params)
+        fidelities = self.fidelities
+        if (fidelity is None) != (fidelities is None):
+            raise MixAtlasError(
+                f"{self._path}: a trial needs a fidelity exactly in a multi-fidelity study (got {fidelity!r})"
+            )
+        if fidelities is not None:
+            fidelities.index(fidelity)  # an unknown name is its one-line error
         with _transaction(self._conn):
             cursor = self._conn.execute(
-                "INSERT INTO trials (state, params, mixture, attempts, created_at)"
-                " VALUES ('pending', ?, ?, 1, ?)",
-                (json.dumps(params.tolist()), json.dumps(mixture.to_dict()), time.time()),
+                "INSERT INTO trials (state, params, mixture, attempts, created_at, fidelity)"
+                " VALUES ('pending', ?, ?, 1, ?, ?)",
+                (json.dumps(params.tolist()), json.dumps(mixture.to_dict()), time.time(), fidelity),
             )
             trial_id = int(cursor.lastrowid)
         return self.trial(trial_id)
@@ -417,8 +476,9 @@ class Study:
                 # Copy the stored params/mixture text so the retry evaluates bit-identical weights.
                 root = failed.retry_of if failed.retry_of is not None else failed.id
                 cursor = self._conn.execute(
-                    "INSERT INTO trials (state, params, mixture, attempts, retry_of, created_at)"
-                    " SELECT 'pending', params, mixture, attempts + 1, ?, ? FROM trials WHERE id = ?",
+                    "INSERT INTO trials (state, params, mixture, attempts, retry_of, created_at, fidelity)"
+                    " SELECT 'pending', params, mixture, attempts + 1, ?, ?, fidelity"
+                    " FROM trials WHERE id = ?",
                     (root, time.time(), trial_id),
                 )
                 retry_id = cursor.lastrowid
@@ -526,4 +586,5 @@ def _trial_from_row(row: sqlite3.Row) -> Trial:
         finished_at=row["finished_at"],
         worker=row["worker"],
         trial_dir=row["trial_dir"],
+        fidelity=row["fidelity"] if "fidelity" in row.keys() else None,  # noqa: SIM118 (a v2 file read as is)
     )

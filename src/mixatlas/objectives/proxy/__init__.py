@@ -37,6 +37,10 @@ class ProxyObjective:
         self.atlas_dir = str(atlas_dir)
 
     def evaluate(self, mixture: Mixture, ctx: TrialContext) -> Result:
+        """Train at `ctx.fidelity` when a multi-fidelity search gives one (`proxy.fidelity` syntax)."""
+        from mixatlas.objectives.proxy.fidelity import proxy_config_at
+
+        config = proxy_config_at(self.config, ctx.fidelity)
         return train_proxy(
-            Path(self.atlas_dir), mixture, self.config, Path(ctx.trial_dir), ctx.seed, progress=False
+            Path(self.atlas_dir), mixture, config, Path(ctx.trial_dir), ctx.seed, progress=False
         )
