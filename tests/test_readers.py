@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from mixatlas.corpus.images import image_bytes, open_image, open_sample_image
+from mixatlas.corpus.images import ImageRejected, image_bytes, open_image, open_sample_image
 from mixatlas.corpus.readers import JsonArrayScanner, corpus_files, detect_format, format_of, read_corpus
 from mixatlas.corpus.rejects import Rejects
 from mixatlas.errors import MixAtlasError
@@ -290,7 +290,9 @@ def test_missing_corrupt_and_truncated_images_are_rejected_with_their_line(tmp_p
     assert rejects.by_reason() == kinds
     reasons = [e["reason"] for e in entries]
     assert reasons[0].startswith(f"missing image: {tmp_path / 'missing.png'}: no such file; fix the path")
-    assert reasons[1].startswith(f"not an image: {tmp_path / 'corrupt.png'}: Pillow recognizes no image")
+    assert reasons[1] == (f"not an image: {tmp_path / 'corrupt.png'}: the file starts with text "
+                          '("definitely not an image"), not an image signature; replace the file or drop '
+                          "the record")
     assert reasons[3] == (f"empty image: {tmp_path / 'empty.png'}: the file is empty (0 bytes); "
                           "replace the file or drop the record")
     for reason in reasons:  # plain words: no Python reprs, no options that do not exist
@@ -394,6 +396,91 @@ def test_parquet_bad_record_in_the_middle_is_found_by_row_group_and_row(tmp_path
     assert entry["where"] == "row 4 (row group 1, index 1)"
     group = pq.ParquetFile(path).read_row_group(1)
     assert group.column("conversations")[1].as_py() == "[]"
+
+
+def half_float_tiff() -> bytes:
+    """A real TIFF Pillow cannot decode: 16-bit floating-point samples (SampleFormat 3)."""
+    return encoded(Image.new("I;16", (4, 4)), "TIFF", tiffinfo={339: 3})
+
+
+NOT_AN_IMAGE = bytes(range(40))  # binary, no image signature
+
+
+def rejected_images(corpus: Path, rejects_path: Path) -> tuple[list[str], list[dict]]:
+    """Read `corpus` and decode every image as `decompose` does: (ids kept, reject entries)."""
+    with Rejects(rejects_path) as rejects:
+        kept = [s.id for s in read_corpus(corpus, rejects=rejects)
+                if open_sample_image(s, rejects) is not None]
+    return kept, read_rejects(rejects_path)
+
+
+def test_json_array_bad_images_in_the_middle_are_found_by_element_and_byte(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    payloads = [png_bytes((i, i, i)) for i in range(5)]
+    payloads[2], payloads[3] = b"garbage, not a picture", b""
+    records = []
+    for i, data in enumerate(payloads):
+        (tmp_path / "images" / f"{i}.png").write_bytes(data)
+        records.append({**good_record(i), "image": f"images/{i}.png"})
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(records), encoding="utf-8")  # one line
+    kept, entries = rejected_images(path, tmp_path / "rejects.jsonl")
+    assert kept == ["r0", "r1", "r4"] and [e["file"] for e in entries] == [str(path)] * 2
+    for entry, index in zip(entries, (2, 3), strict=True):
+        found = re.fullmatch(r"element (\d+) \(byte (\d+), line 1\)", entry["where"])
+        assert int(found[1]) == index
+        record, _ = json.JSONDecoder().raw_decode(path.read_bytes()[int(found[2]):].decode())
+        assert record == records[index]
+    assert entries[0]["reason"] == (f"not an image: {tmp_path / 'images' / '2.png'}: the file starts with "
+                                    'text ("garbage, not a picture"), not an image signature; replace the '
+                                    "file or drop the record")
+    assert entries[1]["reason"].startswith(f"empty image: {tmp_path / 'images' / '3.png'}: the file is empty")
+
+
+def test_parquet_bad_images_in_the_middle_are_found_by_row_group_and_row(tmp_path: Path) -> None:
+    images = [png_bytes((i, i, i)) for i in range(6)]
+    images[1], images[4] = half_float_tiff(), NOT_AN_IMAGE
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"id": [f"r{i}" for i in range(6)], "image": images,
+                             "conversations": [json.dumps(conv(f"q{i}", f"a{i}")) for i in range(6)]}),
+                   path, row_group_size=3)
+    kept, entries = rejected_images(path, tmp_path / "rejects.jsonl")
+    assert kept == ["r0", "r2", "r3", "r5"]
+    assert [e["where"] for e in entries] == ["row 1 (row group 0, index 1)", "row 4 (row group 1, index 1)"]
+    assert pq.ParquetFile(path).read_row_group(1).column("image")[1].as_py() == NOT_AN_IMAGE
+    assert entries[0]["reason"] == (f"unsupported image: {path}::1: Pillow cannot open this TIFF file (its "
+                                    "header is damaged, or it uses a mode, bit depth or compression Pillow "
+                                    "does not support); convert it to an 8-bit RGB PNG or JPEG or drop the "
+                                    "record")
+    assert entries[1]["reason"] == (f"not an image: {path}::4: no image signature: its 40 bytes begin "
+                                    "00 01 02 03 04 05 06 07 (hex); replace the file or drop the record")
+
+
+def test_webdataset_bad_images_in_the_middle_are_found_by_their_member(tmp_path: Path) -> None:
+    members = []
+    for i in range(4):
+        image = {1: b"", 2: b"<html>404 Not Found</html>"}.get(i, png_bytes((i, i, i)))
+        members += [(f"{i:03d}.json", json.dumps(good_record(i)).encode()), (f"{i:03d}.png", image)]
+    shard = write_wds(tmp_path / "shard-0.tar", members)
+    kept, entries = rejected_images(shard, tmp_path / "rejects.jsonl")
+    assert kept == ["r0", "r3"]
+    assert [(e["file"], e["where"]) for e in entries] == [(str(shard), "member 001.png"),
+                                                          (str(shard), "member 002.png")]
+    assert entries[0]["reason"].startswith(f"empty image: {shard}::001.png: the file is empty")
+    assert entries[1]["reason"].startswith(f'not an image: {shard}::002.png: the file starts with text '
+                                           '("<html>404 Not Found</html>"), not an image signature')
+    with tarfile.open(shard) as tar:
+        assert tar.extractfile("002.png").read() == b"<html>404 Not Found</html>"
+
+
+def test_an_image_format_pillow_cannot_decode_is_unsupported_not_garbage(tmp_path: Path) -> None:
+    (tmp_path / "half.tif").write_bytes(half_float_tiff())
+    (tmp_path / "random.bin").write_bytes(b"\x00\xff" * 30)
+    with pytest.raises(ImageRejected) as unsupported:
+        open_image(str(tmp_path / "half.tif"))
+    assert unsupported.value.kind == "unsupported image"
+    with pytest.raises(ImageRejected, match=r"no image signature: its 60 bytes begin 00 ff 00 ff 00 ff "):
+        open_image(str(tmp_path / "random.bin"))
 
 
 # -- issue 13: every image mode decodes to what it looks like, without a warning ---------------------------

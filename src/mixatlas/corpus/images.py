@@ -91,8 +91,8 @@ def open_image(ref: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decode an image ref fully into an RGB `PIL.Image`, or raise `ImageRejected`.
 
     Kinds: missing image, empty image, not an image, image too large (more than `max_pixels` pixels,
-    checked from the header before decoding), truncated image, unsupported image (a mode or codec
-    Pillow cannot turn into RGB). No Pillow warning escapes.
+    checked from the header before decoding), truncated image, unsupported image (an image file
+    Pillow cannot open, or a mode it cannot turn into RGB). No Pillow warning escapes.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -115,20 +115,53 @@ def open_image(ref: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
                 img.load()
                 return to_rgb(img)
         except UnidentifiedImageError:
-            raise ImageRejected("not an image", ref,
-                                f"Pillow recognizes no image format in its {len(data):,} bytes "
-                                f"(they begin {data[:8]!r})", f"replace the file {_DROP}") from None
+            kind, cause = _unidentified(data)
+            fix = f"convert it to an 8-bit RGB PNG or JPEG {_DROP}" if kind == "unsupported image" else \
+                f"replace the file {_DROP}"
+            raise ImageRejected(kind, ref, cause, fix) from None
         except Image.DecompressionBombError as exc:
             raise ImageRejected("image too large", ref, f"over Pillow's own pixel limit ({exc})",
                                 f"shrink the image {_DROP}") from None
         except (OSError, SyntaxError, EOFError) as exc:
-            truncated = isinstance(exc, EOFError) or "truncat" in str(exc)
+            truncated = isinstance(exc, EOFError) or "truncat" in str(exc).lower()
             kind = "truncated image" if truncated else "corrupt image"
             raise ImageRejected(kind, ref, f"the data cannot be decoded ({exc})",
                                 f"re-encode or replace the file {_DROP}") from None
         except ValueError as exc:
             raise ImageRejected("unsupported image", ref, f"cannot be converted to RGB ({exc})",
                                 f"convert it to an 8-bit RGB PNG or JPEG {_DROP}") from None
+
+
+def _unidentified(data: bytes) -> tuple[str, str]:
+    """(kind, cause) for bytes Pillow cannot open, in plain words: an image format it cannot decode
+    ("unsupported image"), text, or bytes with no image signature (their first bytes in hex)."""
+    fmt = next((name for name, test in _SIGNATURES if test(data)), None)
+    if fmt is not None:
+        return "unsupported image", (f"Pillow cannot open this {fmt} file (its header is damaged, or it uses "
+                                     "a mode, bit depth or compression Pillow does not support)")
+    head = data[:64]
+    text = head.decode("utf-8", errors="ignore")
+    if text and len(text.encode()) >= len(head) - 3 and all(c.isprintable() or c in "\t\r\n" for c in text):
+        words = " ".join(text.split())
+        words = words if len(words) <= 40 else words[:39] + "…"
+        return "not an image", f'the file starts with text ("{words}"), not an image signature'
+    return "not an image", (f"no image signature: its {len(data):,} bytes begin {data[:8].hex(' ')} "
+                            "(hex)")
+
+
+# Image formats by their first bytes, to tell an undecodable image from a file that is no image at all.
+_SIGNATURES = (
+    ("PNG", lambda d: d.startswith(b"\x89PNG\r\n\x1a\n")),
+    ("JPEG", lambda d: d.startswith(b"\xff\xd8\xff")),
+    ("GIF", lambda d: d[:6] in (b"GIF87a", b"GIF89a")),
+    ("TIFF", lambda d: d[:4] in (b"II*\x00", b"MM\x00*")),
+    ("WebP", lambda d: d[:4] == b"RIFF" and d[8:12] == b"WEBP"),
+    ("JPEG 2000", lambda d: d.startswith((b"\x00\x00\x00\x0cjP  ", b"\xff\x4f\xff\x51"))),
+    ("JPEG XL", lambda d: d.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL "))),
+    ("HEIF/AVIF", lambda d: d[4:8] == b"ftyp" and d[8:12] in (b"heic", b"heix", b"mif1", b"avif", b"avis")),
+    ("PSD", lambda d: d.startswith(b"8BPS")),
+    ("BMP", lambda d: d.startswith(b"BM") and b"\x00" in d[2:14]),  # its reserved header bytes are 0
+)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
