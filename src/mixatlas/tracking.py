@@ -27,6 +27,10 @@ from mixatlas.space import Mixture
 
 TRACKERS = ("mlflow", "tensorboard", "wandb")
 LOSS_KEY = "train/loss"
+# The run tag that carries a trial's state, and the state of a failed attempt: `TrialState.FAILED`'s
+# stored text (the search stage sits above tracking, so the enum cannot be imported here).
+STATE_TAG = "state"
+FAILED_STATE = "failed"
 _PIP = {"mlflow": "mlflow", "tensorboard": "tensorboard", "wandb": "wandb"}
 # MLflow log_batch limits: 1000 metrics and 100 params per call.
 _MLFLOW_METRICS_PER_CALL = 1000
@@ -54,6 +58,11 @@ class TrackedRun:
     @property
     def last_step(self) -> int:
         return int(self.curve[-1][0]) if self.curve else 0
+
+    @property
+    def failed(self) -> bool:
+        """Whether the run is a failed attempt (its state tag says so)."""
+        return self.tags.get(STATE_TAG) == FAILED_STATE
 
 
 def mixture_params(mixture: Mixture) -> dict[str, float]:
@@ -187,7 +196,7 @@ class MlflowTracker(Tracker):
             self.client.log_batch(run_id, metrics=metrics[start : start + _MLFLOW_METRICS_PER_CALL])
         for start in range(0, len(params), _MLFLOW_PARAMS_PER_CALL):
             self.client.log_batch(run_id, params=params[start : start + _MLFLOW_PARAMS_PER_CALL])
-        status = "FAILED" if run.tags.get("state") == "failed" else "FINISHED"
+        status = "FAILED" if run.failed else "FINISHED"
         self.client.set_terminated(run_id, status=status)
 
 
@@ -254,7 +263,7 @@ class WandbTracker(Tracker):
                 handle.log({LOSS_KEY: float(loss)}, step=int(step))
             handle.summary.update({name: float(value) for name, value in run.metrics.items()})
         finally:
-            handle.finish(exit_code=1 if run.tags.get("state") == "failed" else 0)
+            handle.finish(exit_code=1 if run.failed else 0)
 
     def close(self) -> None:
         """Wait until W&B's service has written every run (it writes the offline logs asynchronously)."""

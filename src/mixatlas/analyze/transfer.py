@@ -16,7 +16,6 @@ import numpy as np
 from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Target
 
-MINIMIZED_SUFFIXES = ("nll", "loss", "ppl", "perplexity", "error")
 TOP_FRACTION = 0.10
 
 
@@ -99,13 +98,13 @@ def rank_transfer(small_csv: Path, large_csv: Path, target: str, key_cols: list[
                   bootstrap: int = 2000, seed: int = 0, minimize: bool | None = None) -> dict:
     """Spearman / Kendall between scales with bootstrap 95% CIs, and the small best's rank at large scale.
 
-    `minimize` says whether lower target is better; None infers it from the name (ending in nll, loss,
-    ppl, perplexity or error -> minimize). CIs are percentile intervals over `bootstrap` paired resamples
-    of the mixtures (resamples with a constant side, where ranks are undefined, are skipped).
+    `minimize` says whether lower target is better; None infers it from the name (`Target.for_metric`:
+    ending in nll, loss, ppl, perplexity or error -> minimize). CIs are percentile intervals over
+    `bootstrap` paired resamples of the mixtures (resamples with a constant side, where ranks are
+    undefined, are skipped).
     """
     small, large, names = paired_values(Path(small_csv), Path(large_csv), target, key_cols)
-    if minimize is None:
-        minimize = target.lower().endswith(MINIMIZED_SUFFIXES)
+    direction = Target.for_metric(target, minimize)
     spearman, kendall = _rank_stats(small, large)
     rng = np.random.default_rng(seed)
     draws = []
@@ -114,14 +113,13 @@ def rank_transfer(small_csv: Path, large_csv: Path, target: str, key_cols: list[
         if np.ptp(small[idx]) > 0 and np.ptp(large[idx]) > 0:
             draws.append(_rank_stats(small[idx], large[idx]))
     boot = np.asarray(draws) if draws else np.full((1, 2), np.nan)
-    direction = Target(((target, 1.0),), minimize=minimize)
     small_utility, large_utility = direction.to_utility(small), direction.to_utility(large)
     small_best = int(np.argmax(small_utility))
     large_rank = int(np.sum(large_utility > large_utility[small_best])) + 1  # 1 = best at large scale
     top_k = max(1, math.ceil(TOP_FRACTION * len(large)))
     return {
         "target": target,
-        "minimize": minimize,
+        "minimize": direction.minimize,
         "n": len(small),
         "spearman": spearman,
         "spearman_ci": [float(np.nanpercentile(boot[:, 0], 2.5)), float(np.nanpercentile(boot[:, 0], 97.5))],

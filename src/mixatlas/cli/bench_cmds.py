@@ -9,10 +9,14 @@ import typer
 
 from mixatlas.console import console, progress
 from mixatlas.errors import MixAtlasError
+from mixatlas.search.methods import METHODS
+from mixatlas.space.parametrization import MODES
 
 bench_app = typer.Typer(help="Benchmark the search methods at equal budget (pool, synthetic, public runs).")
 
-METHODS_HELP = "comma-separated methods: gp-ucb, regmix, random, uniform, natural, mixing-law"
+METHODS_HELP = f"comma-separated methods: {', '.join(METHODS)}"
+DEFAULT_SPACE = "joint"
+SPACE_HELP = " | ".join(dict.fromkeys((DEFAULT_SPACE, *MODES)))  # the default first, then registry order
 
 
 def register(app: typer.Typer) -> None:
@@ -21,8 +25,6 @@ def register(app: typer.Typer) -> None:
 
 
 def _methods(text: str) -> list[str]:
-    from mixatlas.search.methods import METHODS
-
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in METHODS]
     if unknown or not names:
@@ -140,7 +142,7 @@ def _run_fidelity(
 
 @bench_app.command("synthetic")
 def bench_synthetic(
-    space: str = typer.Option("joint", "--space", help="joint | task | concept | factored"),
+    space: str = typer.Option(DEFAULT_SPACE, "--space", help=SPACE_HELP),
     budget: int = typer.Option(48, "--budget"),
     seeds: int = typer.Option(10, "--seeds"),
     methods: str = typer.Option("gp-ucb,regmix,random", "--methods", help=METHODS_HELP),

@@ -9,6 +9,7 @@ import typer
 
 from mixatlas.console import console
 from mixatlas.errors import MixAtlasError
+from mixatlas.tracking import TRACKERS
 
 proxy_app = typer.Typer(help="Train and evaluate LLaVA-style proxy models.", no_args_is_help=True)
 analyze_app = typer.Typer(help="Analyse finished runs: scale transfer, steps to loss.", no_args_is_help=True)
@@ -66,7 +67,7 @@ def train_cmd(
         None, "--checkpointing/--no-checkpointing", help="activation checkpointing (less memory, more time)"
     ),
     save_model: bool = typer.Option(False, "--save-model", help="also write DIR/model/"),
-    track: str | None = typer.Option(None, "--track", help="also log the run: mlflow | tensorboard | wandb"),
+    track: str | None = typer.Option(None, "--track", help=f"also log the run: {' | '.join(TRACKERS)}"),
     track_uri: str | None = typer.Option(None, "--track-uri", help="tracker URI or folder (see tracking)"),
 ) -> None:
     """Train one proxy on a mixture, evaluate it on the held-out benchmarks, write DIR/metrics.json."""
@@ -128,10 +129,11 @@ def transfer_cmd(
 ) -> None:
     """Rank agreement (Spearman, Kendall, bootstrap CIs) between proxy-scale and target-scale results."""
     from mixatlas.analyze.transfer import rank_transfer
+    from mixatlas.objectives.base import Target
 
     report = rank_transfer(small_csv, large_csv, target, key_cols=key or None, bootstrap=bootstrap, seed=seed,
                            minimize=minimize)
-    better = "lower" if report["minimize"] else "higher"
+    better = Target.for_metric(target, report["minimize"]).better
     in_top = "yes" if report["small_best_in_large_top10"] else "no"
     lines = [f"[bold]{target}[/] on {report['n']} mixtures ({better} is better)"]
     for stat in ("spearman", "kendall"):

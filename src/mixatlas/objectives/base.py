@@ -131,6 +131,8 @@ T = TypeVar("T")
 ArrayOrFloat = TypeVar("ArrayOrFloat", float, np.ndarray)
 
 _TERM = re.compile(r"^\s*(?:([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*\*\s*)?([^\s*+]+)\s*$")
+# Metric names that are minimized when no direction is given (`Target.for_metric`): losses and errors.
+MINIMIZED_SUFFIXES = ("nll", "loss", "ppl", "perplexity", "error")
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,14 @@ class Target:
         if total <= 0:
             raise MixAtlasError(f"target {spec!r}: weights must sum to a positive number")
         return cls(tuple((name, w / total) for name, w in terms), minimize)
+
+    @classmethod
+    def for_metric(cls, metric: str, minimize: bool | None = None) -> Target:
+        """One metric (the name taken whole, e.g. a CSV column) in the given direction; `minimize` None
+        infers it from the name: ending in nll, loss, ppl, perplexity or error -> minimize."""
+        if minimize is None:
+            minimize = metric.lower().endswith(MINIMIZED_SUFFIXES)
+        return cls(((metric, 1.0),), minimize=bool(minimize))
 
     def retarget(self, spec: str) -> Target:
         """Another metric (or average) optimized in this target's direction."""

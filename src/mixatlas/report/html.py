@@ -6,7 +6,7 @@ import html
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from mixatlas.recipe.from_study import recipe_from_study, resolve_study_path
 from mixatlas.recipe.recipe import Recipe
 from mixatlas.report import figures
 from mixatlas.space import Mixture
+
+if TYPE_CHECKING:
+    from mixatlas.search.recommend import Posterior
 
 GRID_POINTS = 41
 
@@ -93,11 +96,22 @@ def _vary_marginal(weights_kt: np.ndarray, counts_kt: np.ndarray, axis: str, ind
     return w if axis == "concept" else w.T
 
 
-def axis_slices(view: StudyView, mixture: Mixture) -> list[figures.AxisSlice]:
-    """GP posterior along every marginal the study's mode can vary, around `mixture` (target units)."""
-    from mixatlas.search.gp_ucb import GPUCB
+def posterior_of(view: StudyView) -> Posterior | None:
+    """The study method's surrogate posterior on the study's history (`search.recommend.posterior_for`),
+    or None when its method has none."""
+    from mixatlas.search.recommend import posterior_for
 
-    gp = GPUCB(**view.method_options) if view.method == "gp-ucb" else GPUCB()
+    return posterior_for(view.method, view.method_options, view.history)
+
+
+def axis_slices(
+    view: StudyView, mixture: Mixture, posterior: Posterior | None = None
+) -> list[figures.AxisSlice]:
+    """The surrogate posterior along every marginal the study's mode can vary, around `mixture` (target
+    units); `posterior` default: the study method's (`posterior_of`). [] when the method has none."""
+    posterior = posterior_of(view) if posterior is None else posterior
+    if posterior is None:
+        return []
     grid = np.linspace(0.0, 1.0, GRID_POINTS)
     slices = []
     axes = {"task": view.space.tasks, "concept": view.space.concepts}
@@ -112,7 +126,7 @@ def axis_slices(view: StudyView, mixture: Mixture) -> list[figures.AxisSlice]:
                 ])
             except MixAtlasError:  # this mode cannot move this axis (e.g. tasks in concept mode)
                 break
-            mean, sd = gp.posterior(view.history, params)
+            mean, sd = posterior(params)
             slices.append(figures.AxisSlice(axis, name, grid, view.target.from_utility(np.asarray(mean)),
                                             np.asarray(sd),
                                             float(marginal[index])))
@@ -231,8 +245,10 @@ def _trial_tables(views: list[StudyView]) -> str:
 
 
 def _pick_recipe_study(views: list[StudyView]) -> StudyView:
-    """The study whose recommendation the page shows: the best finished gp-ucb study (joint first)."""
-    pool = [v for v in views if v.method == "gp-ucb" and v.done] or [v for v in views if v.done]
+    """The study whose recommendation the page shows: the best finished gp-ucb or gp-guarded study (joint
+    first)."""
+    searched = [v for v in views if v.method in ("gp-ucb", "gp-guarded") and v.done]
+    pool = searched or [v for v in views if v.done]
     if not pool:
         raise MixAtlasError("report: none of the studies has a finished trial; run the searches first")
     joint = [v for v in pool if v.space.parametrization.free_cells]
@@ -301,10 +317,11 @@ def build_report(studies: list[Path], out: Path, atlas: Path | None = None,
 
         posterior_imgs = []
         for v in views:
-            if v.method != "gp-ucb" or len(v.done) < 2:
+            posterior = posterior_of(v) if len(v.done) >= 2 else None
+            if posterior is None:
                 continue
             mixture = v.space.to_mixture(v.best_trial().params)
-            slices = axis_slices(v, mixture)
+            slices = axis_slices(v, mixture, posterior)
             if slices:
                 name = f"posterior_{len(posterior_imgs)}.png"
                 figures.posterior_slices(slices, out / name, v.name, target.spec)

@@ -28,8 +28,8 @@ import numpy as np
 from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Objective, Target, TrialContext
 from mixatlas.search.base import History
-from mixatlas.search.gp_ucb import RULES
 from mixatlas.search.methods import make_optimizer
+from mixatlas.search.recommend import recommend_history, recommend_history_by_rule
 from mixatlas.space import MixtureSpace
 
 ProgressCallback = Callable[[str, int, int], None]  # (method, seed, evaluations done)
@@ -134,7 +134,7 @@ def simulate(
         if on_progress is not None:
             on_progress(method, seed, len(done_utility))
     history = History(space, done_params, done_utility, np.empty((0, d)), budget, seed)
-    recommendation = optimizer.recommend(history)
+    recommendation = recommend_history(method, options, history)
     if not space.is_feasible(recommendation.params):
         raise RuntimeError(f"{method} recommended an infeasible mixture")
     out = {
@@ -144,8 +144,8 @@ def simulate(
         "seconds": time.perf_counter() - start,
         "best_evaluated_regret": curve[-1],
     }
-    if hasattr(optimizer, "recommend_by"):  # rules compared on the same trials (gp-ucb)
-        picks = {rule: optimizer.recommend_by(history, rule).params for rule in RULES}
+    picks = {rule: rec.params for rule, rec in recommend_history_by_rule(method, options, history).items()}
+    if picks:  # rules compared on the same trials (gp-ucb)
         out["rules"] = {
             rule: {"regret": float(problem.regret(p)[0]), "percentile": problem.percentile(p)}
             for rule, p in picks.items()

@@ -28,6 +28,7 @@ from mixatlas.search.base import History
 from mixatlas.search.benchmark import ProgressCallback, t_interval
 from mixatlas.search.methods import METHODS, make_optimizer
 from mixatlas.search.multifidelity import MF_METHODS, Fidelities, FidelityHistory, make_mf_optimizer
+from mixatlas.search.recommend import recommend_history
 from mixatlas.space import MixtureSpace
 
 _ROUND = 9  # decimals that identify a mixture across fidelities
@@ -275,7 +276,7 @@ def simulate_fidelity(
             if on_progress is not None:
                 on_progress(method, seed, len(trials))
         fh = _fidelity_history(space, pool, trials, utility_cf, budget_cost, seed, available)
-        rec_row = space.candidate_index(optimizer.recommend(fh).params)
+        rec_row = space.candidate_index(recommend_history(base, None, fh).params)
     else:
         rows = np.flatnonzero(available[:, fidelity] & available[:, fids.target_index])
         sub = MixtureSpace.from_domains(list(pool.domains), candidates=pool.weights_cn[rows])
@@ -302,7 +303,7 @@ def simulate_fidelity(
         history = History(
             sub, params, utility_cf[rows[done], fidelity], np.empty((0, sub.dim)), n_trials, seed
         )
-        local = sub.candidate_index(optimizer.recommend(history).params)
+        local = sub.candidate_index(recommend_history(base, None, history).params)
         rec_row = None if local is None else int(rows[local])
     if rec_row is None:
         raise RuntimeError(f"{method} recommended a mixture that is not a pool row")

@@ -1,22 +1,32 @@
-"""The one place that turns a study into a recommendation.
+"""The one place that builds an optimizer to recommend (or to read its posterior).
 
 The study's method (its registered optimizer, with the study's options) recommends from the study's
 history, for the study's own target or for another one scored on the finished trials' metrics. Storage
-(`study.py`) only stores; search, recipe, report, demo and the CLI all come here.
+(`study.py`) only stores; search, recipe, report, demo and the CLI all come here. Benchmarks that replay
+a search on plain `History` objects (no study) recommend through `recommend_history` and
+`recommend_history_by_rule`; the report draws posterior slices through `posterior_for`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Target
-from mixatlas.search.base import Recommendation
-from mixatlas.search.methods import make_mf_optimizer, make_optimizer
+from mixatlas.search.base import History, Recommendation
+from mixatlas.search.methods import make_optimizer, optimizer_class
 from mixatlas.search.study import Study, Trial, TrialState
 from mixatlas.space import Mixture
+
+if TYPE_CHECKING:
+    from mixatlas.search.multifidelity import FidelityHistory
+
+Posterior = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""(n, d) parameters -> (mean (n,), sd (n,)) of the surrogate's utility (larger is better)."""
 
 
 @dataclass(frozen=True)
@@ -51,8 +61,7 @@ class StudyRecommendation:
 
 
 def recommend(study: Study, target: Target | None = None) -> StudyRecommendation:
-    """The study method's recommendation from its finished trials, for `target` (default: the study's);
-    in a multi-fidelity study, for its target fidelity, from the trials of every fidelity.
+    """The study method's recommendation from its finished trials, for `target` (default: the study's).
 
     Raises MixAtlasError when no trial has finished yet, or when a trial lacks a metric of `target`.
     """
@@ -61,20 +70,55 @@ def recommend(study: Study, target: Target | None = None) -> StudyRecommendation
             f"{study.path}: no finished trials yet; run `mixatlas search --study {study.path}`"
         )
     chosen_target = study.target if target is None else target
-    fidelities = study.fidelities
-    done = study.trials(TrialState.DONE)
-    if fidelities is None:
-        history = study.history(target)
-        recommendation = make_optimizer(study.method, **study.method_options).recommend(history)
-    else:
-        # multi-fidelity: the method recommends for the target fidelity from every fidelity's trials;
-        # only a trial run at the target fidelity observed it (a cheap fidelity measures another quantity)
-        history = study.fidelity_history(target)
-        recommendation = make_mf_optimizer(study.method, **study.method_options).recommend(history)
-        done = [t for t in done if t.fidelity == fidelities.target]
+    history = study.history(target)
+    recommendation = recommend_history(study.method, study.method_options, history)
     match = next(
-        (t for t in done if np.allclose(t.params, recommendation.params, rtol=0, atol=1e-12)),
+        (
+            t
+            for t in study.trials(TrialState.DONE)
+            if np.allclose(t.params, recommendation.params, rtol=0, atol=1e-12)
+        ),
         None,
     )
     mixture = study.space.to_mixture(recommendation.params)
     return StudyRecommendation(chosen_target, recommendation, mixture, match)
+
+
+def recommend_history(
+    method: str, options: dict | None, history: History | FidelityHistory
+) -> Recommendation:
+    """The registered method's recommendation (built with `options`) from a plain history, for
+    benchmarks that replay a search without a study. A `FidelityHistory` takes a multi-fidelity method
+    (`multifidelity.MF_METHODS`)."""
+    if isinstance(history, History):
+        return make_optimizer(method, **(options or {})).recommend(history)
+    from mixatlas.search.multifidelity import make_mf_optimizer
+
+    return make_mf_optimizer(method, **(options or {})).recommend(history)
+
+
+def recommend_history_by_rule(
+    method: str, options: dict | None, history: History
+) -> dict[str, Recommendation]:
+    """{rule: recommendation} for every recommendation rule of a method that has several (gp-ucb's
+    `RULES`: "lcb", "mean", "observed"), all from one fitted surrogate; {} for the other methods."""
+    optimizer = make_optimizer(method, **(options or {}))
+    recommend_by = getattr(optimizer, "recommend_by", None)
+    if recommend_by is None:
+        return {}
+    from mixatlas.search.gp_ucb import RULES
+
+    return {rule: recommend_by(history, rule) for rule in RULES}
+
+
+def posterior_for(method: str, options: dict | None, history: History) -> Posterior | None:
+    """The posterior of the method's surrogate fitted on `history` (a function of (n, d) params), or None
+    when the registered method's class has no `posterior` (today gp-ucb and gp-guarded have one)."""
+    if not callable(getattr(optimizer_class(method), "posterior", None)):
+        return None
+    optimizer = make_optimizer(method, **(options or {}))
+
+    def posterior(params_nd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return optimizer.posterior(history, params_nd)
+
+    return posterior
