@@ -104,6 +104,14 @@ def test_bad_guard_is_one_line_exit_2(tmp_path: Path, args: list[str], message: 
     assert not (tmp_path / "s.db").exists()
 
 
+def test_a_guard_metric_the_objective_does_not_report_stops_with_one_line(tmp_path: Path) -> None:
+    run = run_mixatlas("search", "--synthetic", "task", "--budget", "3", "--guard", "nosuch>=0",
+                       "--study", tmp_path / "s.db")
+    assert run.code == 2
+    assert "guard nosuch>=0: a finished trial reports no finite 'nosuch'" in run.err
+    assert run.err.count("error:") == 1
+
+
 def test_guards_from_yaml(tmp_path: Path) -> None:
     (tmp_path / "search.yaml").write_text("synthetic: task\nguard: [ocr/anls >= -0.01, val/loss<=0.02]\n")
     config = SearchConfig.load(tmp_path / "search.yaml")
