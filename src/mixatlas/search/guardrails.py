@@ -233,7 +233,8 @@ class GuardedSearch(Optimizer):
     """The method "gp-guarded": `GuardedGPUCB` driven by a plain `History` (see the module docstring).
 
     Args:
-        guards: guard specs ("ocr/anls>=-0.01") or `Guard`s; at least one.
+        guards: guard specs ("ocr/anls>=-0.01") or `Guard`s. Without any it is plain expected improvement
+            (the search config refuses gp-guarded without a guard; the method registry tests build it bare).
         p_feasible, n_init, n_pool: as for `GuardedGPUCB`.
     """
 
@@ -243,10 +244,6 @@ class GuardedSearch(Optimizer):
                  n_init: int | None = None, n_pool: int = 3000) -> None:
         if isinstance(guards, str):
             guards = [guards]
-        if not guards:
-            raise MixAtlasError(
-                "method 'gp-guarded' needs at least one guardrail: give --guard METRIC>=DELTA (or <=)"
-            )
         self.guards = tuple(g if isinstance(g, Guard) else Guard.parse(str(g)) for g in guards)
         self.inner = GuardedGPUCB(p_feasible=p_feasible, n_init=n_init, n_pool=n_pool)
 
@@ -257,6 +254,8 @@ class GuardedSearch(Optimizer):
     def guarded_history(self, history: History) -> GuardedHistory:
         """`history` with each guard metric's value at every finished trial (from `done_metrics`)."""
         m = len(history.done_utility)
+        if not self.guards:
+            return GuardedHistory(history, (), np.empty((m, 0)))
         if len(history.done_metrics) != m:
             raise MixAtlasError(
                 "gp-guarded needs every finished trial's metrics; the history has "
