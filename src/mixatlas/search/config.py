@@ -196,37 +196,6 @@ class SearchConfig(BaseModel):
         options = dict(self.method_options)
         return {**options, "guards": list(self.guard)} if self.guard else options
 
-    @field_validator("guard", mode="before")
-    @classmethod
-    def _one_guard(cls, value: Any) -> Any:
-        """A single guard written as a YAML string is a list of one."""
-        return [value] if isinstance(value, str) else value
-
-    def check_guards(self) -> None:
-        """Parse every guard (its one-line error naming --guard); guards imply the method gp-guarded
-        (the default when no method is given; another explicit method is an error)."""
-        from mixatlas.search.guardrails import Guard
-
-        if not self.guard:
-            return
-        try:
-            self.guard = [Guard.parse(spec).spec for spec in self.guard]
-        except MixAtlasError as exc:
-            raise MixAtlasError(f"{self._origin}: {exc}") from None
-        if "method" not in self.model_fields_set:
-            self.method = "gp-guarded"
-        elif self.method != "gp-guarded":
-            raise MixAtlasError(
-                f"{self._origin}: --guard needs --method gp-guarded (or no --method); {self.method!r} "
-                "ignores guardrails"
-            )
-
-    @property
-    def optimizer_options(self) -> dict[str, Any]:
-        """The method's options as the study stores them: `method_options` plus the guards, if any."""
-        options = dict(self.method_options)
-        return {**options, "guards": list(self.guard)} if self.guard else options
-
     @field_validator("fidelities", mode="before")
     @classmethod
     def _fidelity_mapping(cls, value: Any) -> Any:
