@@ -201,40 +201,6 @@ def _guard_fronts(views: list[StudyView], out: Path) -> str:
             "change at least this safe), the dashed line the guard's limit.</p>" + "".join(parts))
 
 
-def _guard_fronts(views: list[StudyView], out: Path) -> str:
-    """For each guarded study (gp-guarded, 3+ finished trials): one front figure per guard, the posterior
-    mean target gain against the guard metric's change at every evaluated mixture (both vs the natural
-    mixture), the recommendation ringed; "" when no study is guarded."""
-    from mixatlas.search.guardrails import GuardedSearch
-    from mixatlas.search.methods import make_optimizer
-
-    parts = []
-    for v in views:
-        if v.method != "gp-guarded" or len(v.done) < 3:
-            continue
-        guarded = make_optimizer(v.method, **v.method_options)
-        assert isinstance(guarded, GuardedSearch)
-        points = np.atleast_2d(v.history.done_params)
-        assessed = guarded.assess(v.history, points)
-        chosen_params = guarded.recommend(v.history).params
-        chosen = int(np.argmin(np.abs(points - chosen_params[None]).max(axis=1)))
-        for guard in guarded.guards:
-            name = f"guard_front_{len(parts)}.png"
-            figures.guard_front(assessed.target_gain, assessed.guard_change[guard.spec], guard.delta,
-                                out / name, chosen=chosen,
-                                xlabel=f"{guard.metric} change vs natural (posterior mean)",
-                                ylabel=f"{v.target.spec} gain vs natural (posterior mean, + = better)",
-                                op=guard.op)
-            p_holds = float(assessed.guard_probability[guard.spec][chosen])
-            parts.append(f"<h3>{html.escape(v.name)}: {html.escape(guard.spec)}</h3><p>P(guard holds) at "
-                         f"the recommendation: {p_holds:.3f}</p><img src='{name}' alt='{name}'>")
-    if not parts:
-        return ""
-    return ("<h2>Guardrails</h2><p>Each evaluated mixture's target gain against a guard metric's change, "
-            "both vs the natural mixture's prediction; the blue line is the front (the best gain for a "
-            "change at least this safe), the dashed line the guard's limit.</p>" + "".join(parts))
-
-
 def _fmt(value: Any) -> str:
     if value is None:
         return "–"
@@ -400,7 +366,6 @@ def build_report(studies: list[Path], out: Path, atlas: Path | None = None,
                       r["speedup"]] for r in rows]))
             else:
                 sections.append(f"<p class='muted'>No steps-to-loss table: {html.escape(why_not)}</p>")
-        sections.append(_guard_fronts(views, out))
         sections.append(_guard_fronts(views, out))
         sections.append("<h2>Trials</h2>" + _trial_tables(views))
         bar(1)
