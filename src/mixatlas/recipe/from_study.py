@@ -95,7 +95,7 @@ def family_baselines(study: Any, target: Target, candidates: list[Path],
     scores = []
     for path in candidates:
         try:
-            other = Study.open(resolve_study_path(path))
+            other = Study.open(resolve_study_path(path), read_only=True)  # a baseline is only read
         except MixAtlasError:
             if explicit:
                 raise
