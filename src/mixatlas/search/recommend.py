@@ -18,7 +18,7 @@ import numpy as np
 from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Target
 from mixatlas.search.base import History, Recommendation
-from mixatlas.search.methods import make_optimizer, optimizer_class
+from mixatlas.search.methods import make_mf_optimizer, make_optimizer, optimizer_class
 from mixatlas.search.study import Study, Trial, TrialState
 from mixatlas.space import Mixture
 
@@ -61,7 +61,8 @@ class StudyRecommendation:
 
 
 def recommend(study: Study, target: Target | None = None) -> StudyRecommendation:
-    """The study method's recommendation from its finished trials, for `target` (default: the study's).
+    """The study method's recommendation from its finished trials, for `target` (default: the study's);
+    in a multi-fidelity study, for its target fidelity, from the trials of every fidelity.
 
     Raises MixAtlasError when no trial has finished yet, or when a trial lacks a metric of `target`.
     """
@@ -70,14 +71,18 @@ def recommend(study: Study, target: Target | None = None) -> StudyRecommendation
             f"{study.path}: no finished trials yet; run `mixatlas search --study {study.path}`"
         )
     chosen_target = study.target if target is None else target
-    history = study.history(target)
+    fidelities = study.fidelities
+    done = study.trials(TrialState.DONE)
+    if fidelities is None:
+        history = study.history(target)
+    else:
+        # multi-fidelity: the method recommends for the target fidelity from every fidelity's trials;
+        # only a trial run at the target fidelity observed it (a cheap fidelity measures another quantity)
+        history = study.fidelity_history(target)
+        done = [t for t in done if t.fidelity == fidelities.target]
     recommendation = recommend_history(study.method, study.method_options, history)
     match = next(
-        (
-            t
-            for t in study.trials(TrialState.DONE)
-            if np.allclose(t.params, recommendation.params, rtol=0, atol=1e-12)
-        ),
+        (t for t in done if np.allclose(t.params, recommendation.params, rtol=0, atol=1e-12)),
         None,
     )
     mixture = study.space.to_mixture(recommendation.params)
@@ -88,12 +93,10 @@ def recommend_history(
     method: str, options: dict | None, history: History | FidelityHistory
 ) -> Recommendation:
     """The registered method's recommendation (built with `options`) from a plain history, for
-    benchmarks that replay a search without a study. A `FidelityHistory` takes a multi-fidelity method
-    (`multifidelity.MF_METHODS`)."""
+    benchmarks that replay a search without a study and for `recommend`. A `FidelityHistory` takes a
+    multi-fidelity method (`methods.MF_METHODS`)."""
     if isinstance(history, History):
         return make_optimizer(method, **(options or {})).recommend(history)
-    from mixatlas.search.multifidelity import make_mf_optimizer
-
     return make_mf_optimizer(method, **(options or {})).recommend(history)
 
 
