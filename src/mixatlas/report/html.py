@@ -245,8 +245,10 @@ def _trial_tables(views: list[StudyView]) -> str:
 
 
 def _pick_recipe_study(views: list[StudyView]) -> StudyView:
-    """The study whose recommendation the page shows: the best finished gp-ucb study (joint first)."""
-    pool = [v for v in views if v.method == "gp-ucb" and v.done] or [v for v in views if v.done]
+    """The study whose recommendation the page shows: the best finished gp-ucb or gp-guarded study (joint
+    first)."""
+    searched = [v for v in views if v.method in ("gp-ucb", "gp-guarded") and v.done]
+    pool = searched or [v for v in views if v.done]
     if not pool:
         raise MixAtlasError("report: none of the studies has a finished trial; run the searches first")
     joint = [v for v in pool if v.space.parametrization.free_cells]
