@@ -210,3 +210,10 @@ def test_a_version_2_study_still_opens_and_is_upgraded(tmp_path: Path) -> None:
     assert version == SCHEMA_VERSION == 3
     np.testing.assert_array_equal(upgraded.trial(trial.id).params, trial.params)
     assert upgraded.add_trial(space.uniform_params()).fidelity is None
+
+
+def test_a_multi_fidelity_method_has_no_single_fidelity_posterior_for_the_report(tmp_path: Path) -> None:
+    from mixatlas.search.recommend import posterior_for
+
+    study = _mf_study(tmp_path / "s.db")
+    assert posterior_for(study.method, study.method_options, study.history()) is None

@@ -18,7 +18,7 @@ import numpy as np
 from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Target
 from mixatlas.search.base import History, Recommendation
-from mixatlas.search.methods import make_mf_optimizer, make_optimizer, optimizer_class
+from mixatlas.search.methods import is_multifidelity, make_mf_optimizer, make_optimizer, optimizer_class
 from mixatlas.search.study import Study, Trial, TrialState
 from mixatlas.space import Mixture
 
@@ -116,8 +116,9 @@ def recommend_history_by_rule(
 
 def posterior_for(method: str, options: dict | None, history: History) -> Posterior | None:
     """The posterior of the method's surrogate fitted on `history` (a function of (n, d) params), or None
-    when the registered method's class has no `posterior` (today gp-ucb and gp-guarded have one)."""
-    if not callable(getattr(optimizer_class(method), "posterior", None)):
+    when the registered method's class has no `posterior` (today gp-ucb and gp-guarded have one) or is
+    multi-fidelity (its posterior is over (mixture, fidelity) pairs, not a `History`)."""
+    if is_multifidelity(method) or not callable(getattr(optimizer_class(method), "posterior", None)):
         return None
     optimizer = make_optimizer(method, **(options or {}))
 
