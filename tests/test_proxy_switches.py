@@ -94,8 +94,8 @@ def test_compile_blocks_runs_a_training_step_with_the_eager_result(monkeypatch):
     if not hasattr(torch, "compile"):
         pytest.skip("torch.compile is not available in this torch build")
     if os.environ.get("MIXATLAS_TEST_INDUCTOR") != "1":
-        # Inductor (compile_blocks' default backend) generates and builds C++ kernels on a CPU: ~40 s cold on
-        # the shared 2-core machine (3 s warm), over this suite's 30 s budget for one test. Dynamo's capture
+        # Inductor (compile_blocks' default backend) generates and builds C++ kernels on a CPU: 40-60 s cold
+        # on the shared 2-core machine, over this suite's 30 s budget for one test. Dynamo's capture
         # of each block and AOT autograd are what can break on our model; they run here with the
         # `aot_eager` backend; MIXATLAS_TEST_INDUCTOR=1 runs the real inductor build instead.
         compile_with = torch.nn.Module.compile
