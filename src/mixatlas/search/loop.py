@@ -238,7 +238,8 @@ def _inflight_requeued(
 class MixtureJob:
     """One evaluation outside any study's budget (e.g. a recommendation re-trained at a fresh seed).
 
-    `key` is the caller's name for it; the job runs as trial `trial_id` in `trial_dir` with `seed`.
+    `key` is the caller's name for it; the job runs as trial `trial_id` in `trial_dir` with `seed`, at
+    `fidelity` (a multi-fidelity study's name, e.g. its target; None for single-fidelity objectives).
     """
 
     key: Any
@@ -246,6 +247,7 @@ class MixtureJob:
     trial_dir: Path
     seed: int
     trial_id: int = 0
+    fidelity: str | None = None
 
 
 def evaluate_mixtures(
@@ -255,7 +257,8 @@ def evaluate_mixtures(
     applies); yields (job, outcome) as each finishes."""
     pending = {
         executor.submit(
-            run_trial, objective, job.mixture.to_dict(), job.trial_id, str(job.trial_dir), job.seed, timeout_s
+            run_trial, objective, job.mixture.to_dict(), job.trial_id, str(job.trial_dir), job.seed,
+            timeout_s, job.fidelity,
         ): job
         for job in jobs
     }
@@ -399,6 +402,8 @@ def _track(tracker: Tracker | None, study: Study, trial_id: int) -> None:
             "state": trial.state}
     if trial.error:
         tags["error"] = trial.error[:500]
+    if trial.fidelity is not None:
+        tags["fidelity"] = trial.fidelity
     params = {"trial_id": trial.id, "seed": trial_seed(study, trial), **mixture_params(trial.mixture)}
     tracker.log(TrackedRun(f"trial-{trial.id:05d}", params, metrics, trial.curve, tags))
 
