@@ -217,3 +217,33 @@ def test_a_multi_fidelity_method_has_no_single_fidelity_posterior_for_the_report
 
     study = _mf_study(tmp_path / "s.db")
     assert posterior_for(study.method, study.method_options, study.history()) is None
+
+
+def test_a_sigkilled_search_resumes_and_still_charges_exactly(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    path = tmp_path / "mf.db"
+    argv = [sys.executable, "-c", "from mixatlas.cli import main; main()", *SEARCH, "--study", str(path)]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    proc = subprocess.Popen(argv, start_new_session=True, **quiet)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            if path.exists() and Study.open(path, read_only=True).count(TrialState.DONE) >= 2:
+                break
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = {t.id: (t.fidelity, t.value) for t in Study.open(path, read_only=True).trials(TrialState.DONE)}
+    assert len(before) >= 2
+    run = run_mixatlas(*SEARCH, "--study", path)  # the same command resumes
+    assert run.code == 0, run.err
+    study = Study.open(path, read_only=True)
+    after = {t.id: (t.fidelity, t.value) for t in study.trials(TrialState.DONE)}
+    assert all(after[i] == v for i, v in before.items())  # nothing done was lost or changed
+    spent = _spent(study)
+    assert spent <= BUDGET_COST and BUDGET_COST - spent < min(COSTS.values())
