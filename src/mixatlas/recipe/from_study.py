@@ -13,6 +13,7 @@ import numpy as np
 from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Target
 from mixatlas.recipe.recipe import BaselineScore, Observation, Prediction, Recipe, now_iso
+from mixatlas.search.recommend import assess_guards, probability_better
 
 
 def resolve_study_path(path: Path) -> Path:
@@ -131,12 +132,9 @@ def study_name(path: Path | str) -> str:
 def guard_probabilities(study: Any, history: Any, params_d: np.ndarray) -> dict[str, float]:
     """A guarded study's guardrails -> posterior P(guard holds) at `params_d` (d,) vs the natural mixture
     ({} for a study without guards)."""
-    from mixatlas.search.methods import make_optimizer
-
-    if study.method != "gp-guarded":
+    assessed = assess_guards(study.method, study.method_options, history, np.asarray(params_d, float)[None])
+    if assessed is None:
         return {}
-    guarded = make_optimizer(study.method, **study.method_options)
-    assessed = guarded.assess(history, np.asarray(params_d, float)[None])
     return {spec: float(p[0]) for spec, p in assessed.guard_probability.items()}
 
 
@@ -149,15 +147,10 @@ def beat_probabilities(study: Any, history: Any, params_d: np.ndarray, target: T
     {} with fewer than 3 finished trials; a baseline mixture the study's space cannot represent (another
     search mode) is left out.
     """
-    from mixatlas.search.gp_ucb import GPUCB
-    from mixatlas.search.methods import make_optimizer
     from mixatlas.search.study import Study
 
     if len(history.done_utility) < 3 or getattr(study, "fidelities", None) is not None:
         return {}  # too few trials; a multi-fidelity study's posterior is over (mixture, fidelity)
-    model = make_optimizer(study.method, **study.method_options)
-    if not callable(getattr(model, "probability_better", None)):
-        model = GPUCB()
     references = {"natural": study.space.natural_params()}
     if baselines:
         best = target.best(baselines, key=lambda b: b.value)
@@ -170,7 +163,7 @@ def beat_probabilities(study: Any, history: Any, params_d: np.ndarray, target: T
         finally:
             other.close()
     params = np.asarray(params_d, float)[None]
-    return {name: float(model.probability_better(history, params, reference)[0])
+    return {name: float(probability_better(study.method, study.method_options, history, params, reference)[0])
             for name, reference in references.items()}
 
 

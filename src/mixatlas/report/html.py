@@ -171,20 +171,20 @@ def _guard_fronts(views: list[StudyView], out: Path) -> str:
     """For each guarded study (gp-guarded, 3+ finished trials): one front figure per guard, the posterior
     mean target gain against the guard metric's change at every evaluated mixture (both vs the natural
     mixture), the recommendation ringed; "" when no study is guarded."""
-    from mixatlas.search.guardrails import GuardedSearch
-    from mixatlas.search.methods import make_optimizer
+    from mixatlas.search.guardrails import Guard
+    from mixatlas.search.recommend import assess_guards, recommend_history
 
     parts = []
     for v in views:
-        if v.method != "gp-guarded" or len(v.done) < 3:
+        if len(v.done) < 3:
             continue
-        guarded = make_optimizer(v.method, **v.method_options)
-        assert isinstance(guarded, GuardedSearch)
         points = np.atleast_2d(v.history.done_params)
-        assessed = guarded.assess(v.history, points)
-        chosen_params = guarded.recommend(v.history).params
+        assessed = assess_guards(v.method, v.method_options, v.history, points)
+        if assessed is None:
+            continue
+        chosen_params = recommend_history(v.method, v.method_options, v.history).params
         chosen = int(np.argmin(np.abs(points - chosen_params[None]).max(axis=1)))
-        for guard in guarded.guards:
+        for guard in (Guard.parse(spec) for spec in assessed.guard_change):
             name = f"guard_front_{len(parts)}.png"
             figures.guard_front(assessed.target_gain, assessed.guard_change[guard.spec], guard.delta,
                                 out / name, chosen=chosen,

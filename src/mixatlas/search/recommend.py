@@ -4,7 +4,9 @@ The study's method (its registered optimizer, with the study's options) recommen
 history, for the study's own target or for another one scored on the finished trials' metrics. Storage
 (`study.py`) only stores; search, recipe, report, demo and the CLI all come here. Benchmarks that replay
 a search on plain `History` objects (no study) recommend through `recommend_history` and
-`recommend_history_by_rule`; the report draws posterior slices through `posterior_for`.
+`recommend_history_by_rule`; the report draws posterior slices through `posterior_for`, and recipes and
+the report read probabilities (P(beats a reference), P(guard holds)) through `probability_better` and
+`assess_guards`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from mixatlas.search.study import Study, Trial, TrialState
 from mixatlas.space import Mixture
 
 if TYPE_CHECKING:
+    from mixatlas.search.guardrails import GuardAssessment
     from mixatlas.search.multifidelity import FidelityHistory
 
 Posterior = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -126,3 +129,28 @@ def posterior_for(method: str, options: dict | None, history: History) -> Poster
         return optimizer.posterior(history, params_nd)
 
     return posterior
+
+
+def probability_better(
+    method: str, options: dict | None, history: History, params_nd: np.ndarray, reference_d: np.ndarray
+) -> np.ndarray:
+    """(n,) posterior P(the utility at each of the (n, d) mixtures beats the (d,) reference), from the
+    joint posterior of the method's surrogate fitted on `history`; methods without a surrogate (regmix,
+    random, ...) are judged by a default GP-UCB surrogate on the same trials."""
+    from mixatlas.search.gp_ucb import GPUCB
+
+    model = make_optimizer(method, **(options or {}))
+    if not callable(getattr(model, "probability_better", None)):
+        model = GPUCB()
+    return model.probability_better(history, np.atleast_2d(params_nd), np.asarray(reference_d, float))
+
+
+def assess_guards(
+    method: str, options: dict | None, history: History, params_nd: np.ndarray
+) -> GuardAssessment | None:
+    """A guarded method's posterior view of (n, d) mixtures against the natural mixture (target gain,
+    each guard's change and P(holds)); None for a method without guards."""
+    model = make_optimizer(method, **(options or {}))
+    if not callable(getattr(model, "assess", None)):
+        return None
+    return model.assess(history, np.atleast_2d(np.asarray(params_nd, float)))
