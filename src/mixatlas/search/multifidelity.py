@@ -41,7 +41,7 @@ from mixatlas.errors import MixAtlasError
 from mixatlas.search.base import History, Recommendation
 from mixatlas.search.design import maximin_pick, sobol_simplex
 from mixatlas.search.gp_ucb import srinivas_beta
-from mixatlas.search.surrogate import features, single_thread
+from mixatlas.search.surrogate import features, seeded_torch, single_thread
 from mixatlas.space import MixtureSpace
 
 _COST_ITEM = re.compile(r"^\s*([^=,\s]+)\s*=\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$")
@@ -253,7 +253,7 @@ def fit_multifidelity(
     y_sd = float(utility.std(ddof=1)) if len(utility) > 1 else 1.0
     y_sd = y_sd or 1.0
     x = np.concatenate([features(params_nd), np.asarray(fidelity_n, float)[:, None]], axis=1)
-    with warnings.catch_warnings(), single_thread():
+    with warnings.catch_warnings(), single_thread(), seeded_torch():  # the task factor starts random
         warnings.simplefilter("ignore")
         model = MultiTaskGP(
             torch.as_tensor(x, dtype=torch.float64),

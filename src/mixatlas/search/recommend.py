@@ -139,9 +139,10 @@ def probability_better(
     random, ...) are judged by a default GP-UCB surrogate on the same trials."""
     from mixatlas.search.gp_ucb import GPUCB
 
-    model = make_optimizer(method, **(options or {}))
-    if not callable(getattr(model, "probability_better", None)):
+    if is_multifidelity(method) or not callable(getattr(optimizer_class(method), "probability_better", None)):
         model = GPUCB()
+    else:
+        model = make_optimizer(method, **(options or {}))
     return model.probability_better(history, np.atleast_2d(params_nd), np.asarray(reference_d, float))
 
 
@@ -149,8 +150,8 @@ def assess_guards(
     method: str, options: dict | None, history: History, params_nd: np.ndarray
 ) -> GuardAssessment | None:
     """A guarded method's posterior view of (n, d) mixtures against the natural mixture (target gain,
-    each guard's change and P(holds)); None for a method without guards."""
-    model = make_optimizer(method, **(options or {}))
-    if not callable(getattr(model, "assess", None)):
+    each guard's change and P(holds)); None for a method without guards (or a multi-fidelity one)."""
+    if is_multifidelity(method) or not callable(getattr(optimizer_class(method), "assess", None)):
         return None
-    return model.assess(history, np.atleast_2d(np.asarray(params_nd, float)))
+    points = np.atleast_2d(np.asarray(params_nd, float))
+    return make_optimizer(method, **(options or {})).assess(history, points)

@@ -71,6 +71,18 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@contextlib.contextmanager
+def seeded_torch(seed: int = 0) -> Iterator[None]:
+    """Run the block on torch's global RNG seeded with `seed`, restored afterwards. Building and fitting
+    a GP draws from it (MultiTaskGP's task-kernel factor, BoTorch's restarts after a failed fit), so
+    without this a fit depends on whatever ran before in the process, not only on its data."""
+    import torch
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        yield
+
+
 def features(params_nd: np.ndarray) -> np.ndarray:
     """GP inputs (n, d): the square root of the parameters (Hellinger embedding of each simplex)."""
     return np.sqrt(np.clip(np.atleast_2d(params_nd), 0.0, None))
@@ -439,7 +451,7 @@ def _fit(model: object) -> None:
     from botorch.fit import fit_gpytorch_mll
     from gpytorch.mlls import ExactMarginalLogLikelihood
 
-    with warnings.catch_warnings(), contextlib.suppress(ModelFittingError), single_thread():
+    with warnings.catch_warnings(), contextlib.suppress(ModelFittingError), single_thread(), seeded_torch():
         warnings.simplefilter("ignore")
         mll = ExactMarginalLogLikelihood(model.likelihood, model)
         fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": FIT_MAX_ITER}})
