@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -82,14 +83,82 @@ def test_published_keeps_the_old_folder_when_the_writer_fails(tmp_path: Path) ->
 
 
 # -- row 3: the study lock holds through a symlink --------------------------------------------------------
-def test_study_lock_is_on_the_real_path(tmp_path: Path) -> None:
+@pytest.mark.parametrize("link", ["symlink", "hard link"])
+def test_study_lock_is_on_the_real_path(tmp_path: Path, link: str) -> None:
     study = new_study(tmp_path / "s.db")
-    (tmp_path / "link.db").symlink_to(tmp_path / "s.db")
-    other = Study.open(tmp_path / "link.db")
-    with study.exclusive(), pytest.raises(MixAtlasError, match="being searched by pid"), other.exclusive():
+    (tmp_path / "sub").mkdir()
+    if link == "symlink":
+        (tmp_path / "sub" / "link.db").symlink_to(tmp_path / "s.db")
+    else:  # another real path, the same inode: the lock on the database file itself holds
+        (tmp_path / "sub" / "link.db").hardlink_to(tmp_path / "s.db")
+    other = Study.open(tmp_path / "sub" / "link.db")
+    with study.exclusive(), pytest.raises(MixAtlasError, match=f"being searched by pid {os.getpid()};"), \
+            other.exclusive():
         pass
-    with other.exclusive():  # released: the second one may run now
+    busy = pytest.raises(MixAtlasError, match=f"being searched by pid {os.getpid()};")
+    with other.exclusive(), busy, study.exclusive():  # released: the second one may run now, and holds it
         pass
+    with study.exclusive():  # SQLite's own (POSIX) locks are unaffected by the flock on the same file
+        study.add_trial(study.space.natural_params())
+        reader = Study.open(tmp_path / "s.db", read_only=True)
+        assert len(reader.trials()) == 1
+        reader.close()
+
+
+def test_a_second_cli_search_through_a_symlink_or_a_hard_link_stops_with_one_line(tmp_path: Path) -> None:
+    """Two `mixatlas search` processes on one study, the second through a symlink, then a hard link (another
+    real path, the same inode): it stops with one line naming the first run's pid, exit 2; the first run goes
+    on untouched and the study stays consistent."""
+    from mixatlas.objectives.base import Result
+    from mixatlas.search.study import TrialState
+
+    study_path = tmp_path / "s.db"
+    args = ["search", "--synthetic", "task", "--method", "random", "--budget", "100000", "--parallel", "2"]
+    with open(tmp_path / "first.log", "wb") as log:
+        first = subprocess.Popen([*CLI, *args, "--study", str(study_path)], cwd=tmp_path,
+                                 stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (study_path.exists() and count_done(study_path) >= 2):  # the first run is searching
+            assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()
+            time.sleep(0.1)
+        (tmp_path / "link.db").symlink_to(study_path)
+        (tmp_path / "sub").mkdir()
+        (tmp_path / "sub" / "hard.db").hardlink_to(study_path)
+        others = [tmp_path / "link.db", tmp_path / "sub" / "hard.db"]
+        seconds = [subprocess.Popen([*CLI, *args, "--study", str(other)], cwd=tmp_path, text=True,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for other in others]
+        for other, second in zip(others, seconds, strict=True):
+            stderr = second.communicate(timeout=120)[1]
+            lines = [line for line in stderr.splitlines() if line.strip()]  # the study's header, the error
+            assert second.returncode == 2 and "Traceback" not in stderr, stderr
+            assert sum(line.startswith("error:") for line in lines) == 1
+            assert lines[-1] == (f"error: {other}: the study is being searched by pid {first.pid}; wait for "
+                                "it or stop it first")
+        assert first.poll() is None  # the first run was not disturbed
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=60) == 143, (tmp_path / "first.log").read_text()[-2000:]
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    study = Study.open(study_path, read_only=True)
+    done = study.trials(TrialState.DONE)
+    assert study.count(TrialState.RUNNING) == 0 and len(done) >= 2
+    assert len({t.trial_dir for t in done}) == len(done)
+    for trial in done:  # each done trial's folder holds exactly its stored metrics
+        assert Result.load(Path(trial.trial_dir) / "metrics.json").metrics == trial.metrics
+    study.close()
+
+
+def count_done(path: Path) -> int:
+    from mixatlas.search.study import TrialState
+
+    study = Study.open(path, read_only=True)
+    try:
+        return study.count(TrialState.DONE)
+    finally:
+        study.close()
 
 
 # -- row 7: usage errors are one line, exit 2 --------------------------------------------------------------

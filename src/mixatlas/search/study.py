@@ -14,6 +14,7 @@ import math
 import os
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -502,31 +503,105 @@ class Study:
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
-        """Hold the study's run lock (`<db>.lock` beside the file's real path, symlinks resolved) so two
-        searches never drive one study at once, whatever path each was given.
+        """Hold the study's run lock so two searches never drive one study at once, whatever path each was
+        given: an `flock` on the database file itself (on its inode, so symlinks and hard links alike lead
+        to the one lock) and on `<db>.lock` beside the file's real path, which names the holder's pid.
 
-        The OS drops the lock when the process dies, so a SIGKILLed search never blocks its resume.
+        The OS drops both when the process dies, so a SIGKILLed search never blocks its resume. SQLite's own
+        locks are POSIX record locks, which Linux keeps apart from `flock` locks on the same file.
         """
         real = self._path.resolve()
-        lock_path = real.with_name(real.name + ".lock")
-        with open(lock_path, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+        key, db_fd = _db_lock_fd(real)
+        with _DB_LOCKS_GUARD:
+            held_here = key in _DB_LOCKS_HELD
+            if not held_here:
+                try:
+                    fcntl.flock(db_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    _DB_LOCKS_HELD.add(key)
+                except BlockingIOError:
+                    held_here = None
+        if held_here is not False:  # True: this process holds it (another Study object); None: another one
+            holder = f"pid {os.getpid()}" if held_here else _lock_holder(real, key)
+            raise MixAtlasError(
+                f"{self._path}: the study is being searched by {holder}; wait for it or stop it first"
+            )
+        try:
+            with open(real.with_name(real.name + ".lock"), "a+") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:  # an older MixAtlas that takes only this lock
+                    handle.seek(0)
+                    holder = handle.read().strip() or "another process"
+                    raise MixAtlasError(
+                        f"{self._path}: the study is being searched by {holder}; wait for it or stop it first"
+                    ) from None
                 handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                raise MixAtlasError(
-                    f"{self._path}: the study is being searched by {holder}; wait for it or stop it first"
-                ) from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()}")
-            handle.flush()
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                handle.truncate()
+                handle.write(f"pid {os.getpid()}")
+                handle.flush()
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+        finally:
+            with _DB_LOCKS_GUARD:
+                fcntl.flock(db_fd, fcntl.LOCK_UN)
+                _DB_LOCKS_HELD.discard(key)
 
+
+# The descriptors `Study.exclusive` flocks, one per database file (st_dev, st_ino), opened once and never
+# closed: closing any descriptor of a file drops every POSIX lock this process holds on it, SQLite's shared
+# lock of each open connection included (https://www.sqlite.org/howtocorrupt.html, section 2.2), so a close
+# while a connection is open could let another process delete the WAL under it. They end with the process.
+_DB_LOCK_FDS: dict[tuple[int, int], int] = {}
+_DB_LOCKS_HELD: set[tuple[int, int]] = set()  # flocked now by an `exclusive` block of this process
+_DB_LOCKS_GUARD = threading.Lock()
+
+
+def _db_lock_fd(real: Path) -> tuple[tuple[int, int], int]:
+    """The (inode key, descriptor) to flock for the database file at `real`; see `_DB_LOCK_FDS`."""
+    info = os.stat(real)
+    key = (info.st_dev, info.st_ino)
+    with _DB_LOCKS_GUARD:
+        if key not in _DB_LOCK_FDS:
+            fd = os.open(real, os.O_RDONLY | os.O_CLOEXEC)  # flock needs no write access
+            opened = os.fstat(fd)
+            key = (opened.st_dev, opened.st_ino)  # the file that was opened, if it was replaced meanwhile
+            if key in _DB_LOCK_FDS:  # kept too (never closed, see above); the first one is used
+                _DB_LOCK_FDS[(-1, fd)] = fd
+            else:
+                _DB_LOCK_FDS[key] = fd
+        return key, _DB_LOCK_FDS[key]
+
+
+def _lock_holder(real: Path, key: tuple[int, int]) -> str:
+    """Who holds the flock on the database file: `pid N` from /proc/locks (Linux), else from the `<db>.lock`
+    file of the same real path while that one is held too, else "another process"."""
+    dev, ino = key
+    exact, same_inode = [], []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()  # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:2162705 0 EOF" ("->" = a waiter)
+            if len(fields) < 6 or fields[1] != "FLOCK" or fields[3] != "WRITE":
+                continue
+            major, minor, inode = [*fields[5].split(":"), "", ""][:3]
+            if inode != str(ino):
+                continue
+            same_inode.append(fields[4])
+            with contextlib.suppress(ValueError):
+                if (int(major, 16), int(minor, 16)) == (os.major(dev), os.minor(dev)):
+                    exact.append(fields[4])
+    for pids in (exact, same_inode):
+        if len(set(pids)) == 1:
+            return f"pid {pids[0]}"
+    with contextlib.suppress(OSError), open(real.with_name(real.name + ".lock"), "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_UN)  # not held: what it says is stale
+        except BlockingIOError:
+            handle.seek(0)
+            return handle.read().strip() or "another process"
+    return "another process"
 
 def _connect(path: Path) -> sqlite3.Connection:
     # isolation_level=None: we issue BEGIN IMMEDIATE ourselves so every state change is one write txn.
