@@ -208,13 +208,51 @@ def test_row11_pillow_bomb_warning_is_a_reject_not_console_noise(bomb_png: Path)
 
 def test_row12_dollar_in_concept_and_study_names_draws(tmp_path: Path) -> None:
     from mixatlas.objectives.base import Target
-    from mixatlas.report.figures import Series, best_so_far, recipe_heatmap
+    from mixatlas.report import figures
 
     names = ["p$^$q", r"cost $\foo$"]
-    recipe_heatmap(np.full((2, 5), 0.1), names, TASKS, tmp_path / "heat.png")
-    panels = {"task $^$ axis": [Series("study $^$", np.array([[3.0, 2.0, 1.0]]))]}
-    best_so_far(panels, tmp_path / "best.png", Target.parse("loss", minimize=True))
-    assert Image.open(tmp_path / "heat.png").size[0] > 0 and Image.open(tmp_path / "best.png").size[0] > 0
+    figures.recipe_heatmap(np.full((2, 5), 0.1), names, TASKS, tmp_path / "heat.png")
+    panels = {"task $^$ axis": [figures.Series("study $^$", np.array([[3.0, 2.0, 1.0]]))]}
+    figures.best_so_far(panels, tmp_path / "best.png", Target.parse("loss", minimize=True))
+    grid = np.linspace(0.0, 1.0, 5)
+    slices = [figures.AxisSlice("concept", name, grid, grid, grid / 10, 0.5) for name in names]
+    figures.posterior_slices(slices, tmp_path / "posterior.png", "study $^$", "loss $x$")
+    curve = np.array([[0.0, 2.0], [10.0, 1.0]])
+    figures.loss_curves({"study $^$ (random)": [(curve, True)]}, tmp_path / "curves.png")
+    for name in ("heat", "best", "posterior", "curves"):
+        assert Image.open(tmp_path / f"{name}.png").size[0] > 0
+
+
+def test_row12_report_of_a_study_and_concepts_named_with_dollars(tmp_path: Path) -> None:
+    """The report of a study named `st$^$dy` whose concepts are `p$^$q` and `cost $\\foo$` builds: every
+    figure of the page is a PNG and the names are shown as they are (the GP posterior figure, which needs a
+    gp-ucb study and so torch, is drawn with such names in the test above)."""
+    import html
+    import re
+
+    from mixatlas.objectives.base import Result, Target
+    from mixatlas.report import build_report
+    from mixatlas.search.study import Study
+    from mixatlas.space import MixtureSpace
+
+    concepts = ("p$^$q", r"cost $\foo$")
+    space = MixtureSpace(concepts, TASKS, np.arange(10.0, 20.0).reshape(2, 5), mode="joint")
+    path = tmp_path / "st$^$dy.db"
+    study = Study.create(path, space=space, objective_spec={"kind": "callable"},
+                         target=Target.parse("avg/nll", True), method="random", budget=4, seed=0)
+    for i, params in enumerate(space.sample(4, np.random.default_rng(0))):
+        trial = study.add_trial(params)
+        study.start_trial(trial.id, trial_dir=tmp_path / f"t{i}", worker="local")
+        curve = [[step, 3.0 - 0.1 * i - step / 100] for step in (0.0, 10.0, 20.0)]
+        study.finish_trial(trial.id, Result(metrics={"avg/nll": curve[-1][1]}, curve=curve))
+    study.close()
+    index = build_report([path], tmp_path / "report $x$")
+    page = index.read_text()
+    images = re.findall(r"<img src='([^']+)'", page)
+    assert {"recipe_heatmap.png", "best_so_far.png", "loss_curves.png"} <= set(images)
+    for name in images:
+        assert Image.open(index.parent / name).size[0] > 0
+    assert "st$^$dy" in page and all(html.escape(name) in page for name in concepts)
 
 
 # -- row 13: invalid UTF-8 in a JSON array ------------------------------------------------------------------

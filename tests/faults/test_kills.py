@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -54,6 +55,7 @@ class Run:
         with open(self.err, "wb") as err:
             self.proc = subprocess.Popen([*CLI, *args], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                                          stderr=err, start_new_session=True)
+        self.ps = psutil.Process(self.proc.pid)
 
     def send(self, kind: str) -> None:
         if kind in ("group SIGKILL", "Ctrl-C"):
@@ -67,8 +69,9 @@ class Run:
     def stderr(self) -> str:
         return self.err.read_text(errors="replace")
 
-    def survivors(self, within: float = 10.0) -> list[str]:
-        """Processes of this run still alive `within` s after it ended (zombies do not count)."""
+    def survivors(self, within: float = 10.0, besides: frozenset[int] = frozenset()) -> list[str]:
+        """Processes of this run still alive `within` s after it ended (zombies do not count); returns as
+        soon as none but `besides` (pids expected to outlive it for now) are left."""
         deadline = time.monotonic() + within
         while True:
             alive = []
@@ -79,9 +82,17 @@ class Run:
                         alive.append(f"{proc.pid} {' '.join(proc.info['cmdline'] or [])[:120]}")
                 except psutil.Error:
                     continue
-            if not alive or time.monotonic() > deadline:
+            if {int(line.split()[0]) for line in alive} <= besides or time.monotonic() > deadline:
                 return alive
             time.sleep(0.2)
+
+    def descendants(self) -> int:
+        """How many processes the run has started that still run (workers, fork server, resource tracker,
+        trainers)."""
+        try:
+            return sum(p.status() != psutil.STATUS_ZOMBIE for p in self.ps.children(recursive=True))
+        except psutil.Error:
+            return 0
 
     def kill_leftovers(self) -> None:
         for proc in psutil.process_iter():
@@ -92,15 +103,19 @@ class Run:
                 continue
 
 
-def interrupt(run: Run, kind: str, after_s: float) -> int:
-    """Send `kind` to `run` after `after_s` s (unless it ended), wait for it; check the exit and that no
-    process of the run is left. Returns the exit code."""
+def interrupt(run: Run, kind: str, after_s: float, ready: Callable[[], object] | None = None,
+              within: float = 10.0) -> int:
+    """Send `kind` to `run` after `after_s` s (counted from when `ready()` holds, if given) unless it ended,
+    wait for it; check the exit and that no process of the run is left `within` s later. Returns the exit
+    code."""
+    if ready is not None:
+        wait_for(lambda: ready() or run.proc.poll() is not None, timeout=120)
     try:
         run.wait(timeout=after_s)
     except subprocess.TimeoutExpired:
         run.send(kind)
     code = run.wait()
-    left = run.survivors()
+    left = run.survivors(within)
     run.kill_leftovers()
     assert not left, f"seed {SEED}: {kind} left processes behind: {left}"
     assert code in (0, EXIT_CODES[kind]), f"seed {SEED}: {kind} -> exit {code}: {run.stderr()[-2000:]}"
@@ -130,19 +145,40 @@ def check_study(path: Path, budget: int, done_before: set[int], stopped_cleanly:
         study.close()
 
 
+def done_count(path: Path) -> int:
+    if not path.exists():
+        return -1
+    study = Study.open(path, read_only=True)
+    try:
+        return study.count(TrialState.DONE)
+    finally:
+        study.close()
+
+
 def test_search_survives_random_kills_and_interrupts(tmp_path: Path) -> None:
+    """The CI subset sends each kind once, mid-run (after the run finished a trial, its pool up: fork server
+    and resource tracker at least), so each must land: `kill -9 PID` and `kill -TERM PID` (the run alone),
+    Ctrl-C and `kill -9 -PGID`; no process of the run survives any of them. The full set: random kinds at
+    random moments (startup included)."""
     rng = random.Random(SEED)
-    budget = 40
+    budget = 60
+    path = tmp_path / "s.db"
     args = ["search", "--synthetic", "task", "--method", "random", "--budget", str(budget), "--parallel", "2",
-            "--study", str(tmp_path / "s.db")]
+            "--study", str(path)]
     done: set[int] = set()
-    for kind in kinds(("Ctrl-C", "group SIGKILL"), rng):
-        code = interrupt(Run(args, tmp_path), kind, rng.uniform(2.0, 6.0))
-        if (tmp_path / "s.db").exists():
-            done = check_study(tmp_path / "s.db", budget, done, stopped_cleanly=code != -9)
+    for kind in kinds(("SIGKILL", "SIGTERM", "Ctrl-C", "group SIGKILL"), rng):
+        run = Run(args, tmp_path)
+        if ROUNDS == 0:
+            code = interrupt(run, kind, rng.uniform(0.0, 0.2), within=5,
+                             ready=lambda n=len(done), r=run: done_count(path) > n and r.descendants() >= 2)
+            assert code == EXIT_CODES[kind], f"seed {SEED}: {kind} did not land mid-run: exit {code}"
+        else:
+            code = interrupt(run, kind, rng.uniform(2.0, 6.0))
+        if path.exists():
+            done = check_study(path, budget, done, stopped_cleanly=code != -9)
     final = Run(args, tmp_path)
     assert final.wait() == 0, final.stderr()[-2000:]
-    assert len(check_study(tmp_path / "s.db", budget, done)) == budget
+    assert len(check_study(path, budget, done)) == budget
     assert not final.survivors()
 
 
@@ -177,43 +213,59 @@ def wait_for(predicate: Callable[[], object], timeout: float = 60.0) -> None:
         time.sleep(0.1)
 
 
-@pytest.mark.parametrize("kind", ["group SIGKILL", "Ctrl-C", "SIGTERM"])
+# `kill -9 PID` alone: each local worker holds the write end of the fork server's "alive" pipe (Python's
+# forkserver hands it to every child), so the server never sees the run's death while a worker waits on its
+# trainer, and the worker (PDEATHSIG on the server) never dies: server, worker, trainer and the resource
+# tracker live on. A fix belongs in mixatlas.executors / processes (e.g. the fork server itself dying with
+# the run, or workers closing that fd); until then this case is a strict xfail.
+TRAINER_SURVIVES_PLAIN_SIGKILL = pytest.mark.xfail(
+    strict=True, reason="issue 12 row 4: a plain kill -9 of search leaves fork server, worker and trainer")
+
+
+@pytest.mark.parametrize("kind", [
+    "group SIGKILL", pytest.param("SIGKILL", marks=TRAINER_SURVIVES_PLAIN_SIGKILL), "SIGTERM", "Ctrl-C"])
 def test_a_killed_search_leaves_no_trainer_and_a_resume_ends_what_survived(
     tmp_path: Path, tiny_atlas: Path, kind: str
 ) -> None:
-    if ROUNDS == 0 and kind != "group SIGKILL":  # the CI subset: Ctrl-C is covered by the search test
+    if ROUNDS == 0 and kind == "Ctrl-C":  # the CI subset: Ctrl-C is covered by the search test
         pytest.skip("full fault set only (MIXATLAS_FAULT_ROUNDS)")
     (tmp_path / "trainer.py").write_text(TRAINER)
     fast = tmp_path / "fast"
     args = ["search", "--atlas", str(tiny_atlas), "--objective", "command", "--method", "random",
             "--command", f"{sys.executable} trainer.py {{trial_dir}} {fast}", "--target", "val/loss",
             "--minimize", "--budget", "1", "--study", str(tmp_path / "s.db")]
-    run = Run(args, tmp_path)
-    child_pid = tmp_path / "s-runs" / "trial-00001" / "child.pid"
-    wait_for(child_pid.is_file)
-    run.send(kind)
-    code = run.wait()
-    grandchild = psutil.Process(int(child_pid.read_text()))
-    if kind == "group SIGKILL":  # no code of ours ran: workers and the trainer died with the run (PDEATHSIG),
-        assert code == -9        # only the trainer's own child can outlive it, until the resume ends it
-        left = run.survivors(within=5)
-        assert [int(line.split()[0]) for line in left] in ([], [grandchild.pid]), left
-    else:  # a clean stop: the whole trainer group ended, the trial is pending again, one line said
-        assert code == EXIT_CODES[kind], run.stderr()
-        assert not run.survivors()
-        study = Study.open(tmp_path / "s.db", read_only=True)
-        assert [t.state for t in study.trials()] == ["pending"] and study.trials()[0].interruptions == 1
-        name = "SIGINT" if kind == "Ctrl-C" else kind
-        assert run.stderr().strip().splitlines()[-1].startswith(f"stopped by {name}")
-    fast.touch()
-    resume = Run(args, tmp_path)
-    assert resume.wait() == 0, resume.stderr()[-2000:]
-    assert not grandchild.is_running() or grandchild.status() == psutil.STATUS_ZOMBIE
-    assert (tmp_path / "s-runs" / "trial-00001" / "writers.log").read_text() == "wrote\n"  # one trainer wrote
-    assert not resume.survivors()
-    (trial,) = Study.open(tmp_path / "s.db", read_only=True).trials()
-    assert (trial.state, trial.attempts, trial.interruptions) == ("done", 1, 1)
-    run.kill_leftovers()
+    runs = [Run(args, tmp_path)]
+    try:
+        run = runs[0]
+        child_pid = tmp_path / "s-runs" / "trial-00001" / "child.pid"
+        wait_for(child_pid.is_file)
+        run.send(kind)
+        code = run.wait()
+        grandchild = psutil.Process(int(child_pid.read_text()))
+        if code == -9:  # no code of ours ran: workers and the trainer died with the run (PDEATHSIG), only the
+            # trainer's own child can outlive it (`kill -9 PID` or `-PGID` alike), until the resume ends it
+            left = run.survivors(within=3, besides=frozenset({grandchild.pid}))  # PDEATHSIG: at once
+            assert [int(line.split()[0]) for line in left] in ([], [grandchild.pid]), left
+        else:  # a clean stop: the whole trainer group ended, the trial is pending again, one line said
+            assert code == EXIT_CODES[kind], run.stderr()
+            assert not run.survivors()
+            study = Study.open(tmp_path / "s.db", read_only=True)
+            assert [t.state for t in study.trials()] == ["pending"] and study.trials()[0].interruptions == 1
+            name = "SIGINT" if kind == "Ctrl-C" else kind
+            assert run.stderr().strip().splitlines()[-1].startswith(f"stopped by {name}")
+        fast.touch()
+        resume = Run(args, tmp_path)
+        runs.append(resume)
+        assert resume.wait() == 0, resume.stderr()[-2000:]
+        assert not grandchild.is_running() or grandchild.status() == psutil.STATUS_ZOMBIE
+        writers = tmp_path / "s-runs" / "trial-00001" / "writers.log"
+        assert writers.read_text() == "wrote\n"  # one trainer wrote
+        assert not resume.survivors()
+        (trial,) = Study.open(tmp_path / "s.db", read_only=True).trials()
+        assert (trial.state, trial.attempts, trial.interruptions) == ("done", 1, 1)
+    finally:  # whatever failed, nothing of these runs outlives the test
+        for run in runs:
+            run.kill_leftovers()
 
 
 # -- decompose -------------------------------------------------------------------------------------------
@@ -228,7 +280,12 @@ def test_decompose_killed_or_interrupted_keeps_the_old_atlas_and_resumes(tmp_pat
     rebuild = ["decompose", str(tmp_path / "C"), "--out", str(out), "--k", "3", "--workers", "1"]
     cached: dict[str, int] = {}
     for kind in kinds(("Ctrl-C",), rng):
-        code = interrupt(Run(rebuild, tmp_path), kind, rng.uniform(2.0, 12.0))
+        run = Run(rebuild, tmp_path)
+        if ROUNDS == 0:  # the CI subset: once the new atlas is being written (the run takes only seconds)
+            code = interrupt(run, kind, rng.uniform(0.0, 0.3), ready=staging_dir(out).exists)
+            assert code == EXIT_CODES[kind], f"seed {SEED}: {kind} did not land mid-run: exit {code}"
+        else:
+            code = interrupt(run, kind, rng.uniform(2.0, 12.0))
         k = Atlas.load(out).k  # always a complete atlas: the old one, or the new one if it got published
         assert k in (2, 3) and (code != 0 or k == 3), f"seed {SEED}: k {k} after exit {code}"
         cached = {p.name: p.stat().st_mtime_ns for p in staging_dir(out).glob("embeddings/shard-*.npy")}
@@ -238,6 +295,45 @@ def test_decompose_killed_or_interrupted_keeps_the_old_atlas_and_resumes(tmp_pat
     assert atlas.k == 3 and atlas.info.n_samples == 80 and not staging_dir(out).exists()
     for name, mtime in cached.items():  # shards embedded before the interruption were reused, not redone
         assert (out / "embeddings" / name).stat().st_mtime_ns == mtime
+
+
+@pytest.fixture(scope="module")
+def old_atlas(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(a corpus, an atlas of another corpus): a decompose of the first over a copy of the second must embed
+    everything (nothing of the old atlas can be reused), so its decoding pool starts."""
+    from mixatlas.atlas import build_atlas
+    from mixatlas.corpus.synth import synthesize
+
+    root = tmp_path_factory.mktemp("old_atlas")
+    synthesize(root / "C", 80, 3)
+    synthesize(root / "old-C", 30, 4)
+    return root / "C", build_atlas(root / "old-C", root / "old", k=2, workers=0, progress=False).dir
+
+
+# `kill -9 PID` alone: the pool's idle worker holds the write end of the fork server's "alive" pipe (and of
+# its own call queue), so neither ever sees the run's death; worker, fork server and resource tracker live on.
+POOL_SURVIVES_PLAIN_SIGKILL = pytest.mark.xfail(
+    strict=True, reason="issue 12 row 4: a plain kill -9 of decompose leaves its pool, fork server, tracker")
+
+
+@pytest.mark.parametrize("kind", [pytest.param("SIGKILL", marks=POOL_SURVIVES_PLAIN_SIGKILL), "SIGTERM"])
+def test_plain_kill_of_decompose_with_its_pool_up_leaves_no_process(
+    tmp_path: Path, old_atlas: tuple[Path, Path], kind: str
+) -> None:
+    """`kill -9 PID` / `kill -TERM PID` (the run alone) of decompose while its decoding pool is up: the
+    pool's worker, its fork server and the resource tracker end with it; TERM exits 143 with its line; the old
+    atlas stays."""
+    import shutil
+
+    from mixatlas.atlas import Atlas
+
+    corpus, old = old_atlas
+    out = shutil.copytree(old, tmp_path / "A")
+    run = Run(["decompose", str(corpus), "--k", "3", "--workers", "1", "--out", str(out)], tmp_path)
+    # kill once the pool's worker, its fork server and the resource tracker all run
+    code = interrupt(run, kind, 0.0, ready=lambda: run.descendants() >= 3, within=3)
+    assert code == EXIT_CODES[kind], f"{kind} did not land while the pool was up: exit {code}"
+    assert (Atlas.load(out).k, Atlas.load(out).info.n_samples) == (2, 30)
 
 
 # -- materialize -----------------------------------------------------------------------------------------
@@ -289,3 +385,90 @@ def test_materialize_overwrite_killed_anywhere_leaves_the_old_or_the_new_output(
         now = read_wds(out)
         new = now[0]["samples"] == 200 and now[0]["seed"] == 1  # complete (read_wds checked every file)
         assert now == old or new, f"seed {SEED}: exit {code} left a mixed output"
+
+
+def write_recipe(atlas_dir: Path, path: Path) -> Path:
+    from mixatlas.atlas import Atlas
+    from mixatlas.recipe.recipe import Recipe
+    from mixatlas.space import Mixture
+
+    atlas = Atlas.load(atlas_dir)
+    Recipe(Mixture(tuple(atlas.concepts), tuple(atlas.tasks), atlas.counts / atlas.counts.sum()),
+           atlas.fingerprint, atlas.centroids_fingerprint).save(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["Ctrl-C", "SIGTERM"])
+def test_materialize_interrupted_exits_130_or_143_and_keeps_the_old_output(
+    tmp_path: Path, tiny_atlas: Path, kind: str
+) -> None:
+    """Ctrl-C / `kill -TERM` of `mixatlas materialize --overwrite` while it writes the new output: exit 130 /
+    143 with its one line; the old output is exactly as it was and the half-written new one is gone."""
+    from mixatlas.atlas import Atlas
+    from mixatlas.recipe.materialize import materialize
+    from mixatlas.recipe.recipe import Recipe
+
+    recipe = write_recipe(tiny_atlas, tmp_path / "recipe.yaml")
+    out = tmp_path / "M"
+    atlas = Atlas.load(tiny_atlas)
+    materialize(atlas, Recipe.load(recipe, atlas=atlas), 300, out, format="wds", max_epochs=20.0,
+                shard_size=50)
+    old = read_wds(out)
+    run = Run(["materialize", "--atlas", str(tiny_atlas), "--recipe", str(recipe), "--out", str(out),
+               "--samples", "6000", "--format", "wds", "--max-epochs", "200", "--seed", "1", "--overwrite"],
+              tmp_path)
+    code = interrupt(run, kind, 0.0, ready=staging_dir(out).exists)  # the new output is being written
+    assert code == EXIT_CODES[kind], f"{kind} did not land while it wrote: exit {code}"
+    assert read_wds(out) == old and not staging_dir(out).exists()
+
+
+# -- report ----------------------------------------------------------------------------------------------
+def add_done_trials(study: Study, n: int, trial_root: Path) -> None:
+    import numpy as np
+
+    for params in study.space.sample(n, np.random.default_rng(len(study.trials()))):
+        trial = study.add_trial(params)
+        study.start_trial(trial.id, trial_dir=trial_root / f"t{trial.id}", worker="local")
+        curve = [[step, 3.0 - 0.05 * trial.id - step / 100] for step in (0.0, 10.0, 20.0)]
+        study.finish_trial(trial.id, Result(metrics={"avg/nll": curve[-1][1]}, curve=curve))
+
+
+REPORT = "import sys; from mixatlas.report import build_report; build_report([sys.argv[1]], sys.argv[2])"
+
+
+def test_report_killed_mid_write_keeps_the_previous_report(tmp_path: Path) -> None:
+    """A report run SIGKILLed after it drew the first figure of the new report: the previous report folder
+    is byte for byte as it was (the half report sits in the staging folder); the next run publishes a whole
+    new one."""
+    import numpy as np
+
+    from mixatlas.objectives.base import Target
+    from mixatlas.report import build_report
+    from mixatlas.space import MixtureSpace
+
+    space = MixtureSpace(("photos", "charts"), ("captioning", "ocr", "grounding", "detection", "vqa"),
+                         np.arange(10.0, 20.0).reshape(2, 5), mode="joint")
+    path = tmp_path / "s.db"
+    study = Study.create(path, space=space, objective_spec={"kind": "callable"},
+                         target=Target.parse("avg/nll", True), method="random", budget=12, seed=0)
+    add_done_trials(study, 3, tmp_path)
+    out = tmp_path / "R"
+    build_report([path], out)
+    old = {p.name: p.read_bytes() for p in out.iterdir()}
+    add_done_trials(study, 3, tmp_path)  # the next report differs in every figure and the table
+    study.close()
+    proc = subprocess.Popen([sys.executable, "-c", REPORT, str(path), str(out)], start_new_session=True)
+    first = staging_dir(out) / "recipe_heatmap.png"
+    deadline = time.monotonic() + 120
+    while not first.exists() and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    proc.kill()
+    assert proc.wait(timeout=60) == -9, "the report finished before the kill"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == old
+    assert not (staging_dir(out) / "index.html").exists()  # killed mid-write, before its page
+    index = build_report([path], out)
+    images = re.findall(r"<img src='([^']+)'", index.read_text())
+    assert sorted(p.name for p in out.iterdir()) == sorted({"index.html", *images})
+    assert all((out / name).read_bytes() != old[name] for name in ("index.html", "best_so_far.png"))
+    assert not staging_dir(out).exists()
