@@ -45,7 +45,28 @@ def owned_worker() -> None:
     """Initializer of every worker process of a run: die with the parent, leave Ctrl-C to the parent
     (the terminal sends SIGINT to the whole foreground group; the run then ends its workers itself)."""
     die_with_parent()
+    _release_forkserver()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _release_forkserver() -> None:
+    """Close this worker's copy of the fork server's "alive" pipe.
+
+    CPython hands every forkserver child the write end of that pipe (so the child could start processes of
+    its own). The server exits when the pipe's last writer closes it, but while a worker holds it the
+    server outlives a SIGKILLed run, and the worker, whose parent is the server, outlives it too. Closed
+    here, the run is the only writer: when it dies the server sees EOF and exits, and its workers (and
+    their trainers) die with their parents. Our workers start no forkserver processes themselves. (In a
+    forked child the fd is a copy of the parent's: closing it leaves the parent's server running.)"""
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if fd is None:  # not started by a fork server (nor forked from a process that runs one)
+        return
+    with contextlib.suppress(OSError):
+        os.close(fd)
+    server._forkserver_alive_fd = None
 
 
 def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:

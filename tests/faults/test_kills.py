@@ -213,17 +213,13 @@ def wait_for(predicate: Callable[[], object], timeout: float = 60.0) -> None:
         time.sleep(0.1)
 
 
-# `kill -9 PID` alone: each local worker holds the write end of the fork server's "alive" pipe (Python's
-# forkserver hands it to every child), so the server never sees the run's death while a worker waits on its
-# trainer, and the worker (PDEATHSIG on the server) never dies: server, worker, trainer and the resource
-# tracker live on. A fix belongs in mixatlas.executors / processes (e.g. the fork server itself dying with
-# the run, or workers closing that fd); until then this case is a strict xfail.
-TRAINER_SURVIVES_PLAIN_SIGKILL = pytest.mark.xfail(
-    strict=True, reason="issue 12 row 4: a plain kill -9 of search leaves fork server, worker and trainer")
+# `kill -9 PID` alone (issue 12 row 4): Python's forkserver hands every child the write end of the server's
+# "alive" pipe, so the server outlived a SIGKILLed run while a worker waited on its trainer, and the worker
+# (PDEATHSIG on the server) outlived it too. Workers now close that fd (`processes.owned_worker`).
 
 
 @pytest.mark.parametrize("kind", [
-    "group SIGKILL", pytest.param("SIGKILL", marks=TRAINER_SURVIVES_PLAIN_SIGKILL), "SIGTERM", "Ctrl-C"])
+    "group SIGKILL", "SIGKILL", "SIGTERM", "Ctrl-C"])
 def test_a_killed_search_leaves_no_trainer_and_a_resume_ends_what_survived(
     tmp_path: Path, tiny_atlas: Path, kind: str
 ) -> None:
@@ -310,13 +306,11 @@ def old_atlas(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root / "C", build_atlas(root / "old-C", root / "old", k=2, workers=0, progress=False).dir
 
 
-# `kill -9 PID` alone: the pool's idle worker holds the write end of the fork server's "alive" pipe (and of
-# its own call queue), so neither ever sees the run's death; worker, fork server and resource tracker live on.
-POOL_SURVIVES_PLAIN_SIGKILL = pytest.mark.xfail(
-    strict=True, reason="issue 12 row 4: a plain kill -9 of decompose leaves its pool, fork server, tracker")
+# `kill -9 PID` alone: the pool's workers close their copy of the fork server's "alive" pipe, so the
+# server, and with it the workers and the resource tracker, end with the run.
 
 
-@pytest.mark.parametrize("kind", [pytest.param("SIGKILL", marks=POOL_SURVIVES_PLAIN_SIGKILL), "SIGTERM"])
+@pytest.mark.parametrize("kind", ["SIGKILL", "SIGTERM"])
 def test_plain_kill_of_decompose_with_its_pool_up_leaves_no_process(
     tmp_path: Path, old_atlas: tuple[Path, Path], kind: str
 ) -> None:
