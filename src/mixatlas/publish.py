@@ -93,15 +93,22 @@ def writing(out: Path) -> Iterator[None]:
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.with_name(f".{out.name}.lock"), "a+") as handle:
+    with pid_lock(out.with_name(f".{out.name}.lock"),
+                  f"{out}: being written by {{holder}}; wait for it or choose another --out"):
+        yield
+
+
+@contextlib.contextmanager
+def pid_lock(lock_path: Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive `flock` on `lock_path`, which names this process ("pid N") while held; when
+    another process holds it, raise MixAtlasError(`busy` with `{holder}` replaced by what the file names)."""
+    with open(lock_path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise MixAtlasError(
-                f"{out}: being written by {holder}; wait for it or choose another --out"
-            ) from None
+            raise MixAtlasError(busy.format(holder=holder)) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}")

@@ -27,6 +27,7 @@ import psutil
 
 from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Result, Target
+from mixatlas.publish import pid_lock
 from mixatlas.search.base import History
 from mixatlas.search.multifidelity import Fidelities, FidelityHistory
 from mixatlas.space import Mixture, MixtureSpace
@@ -526,23 +527,9 @@ class Study:
                 f"{self._path}: the study is being searched by {holder}; wait for it or stop it first"
             )
         try:
-            with open(real.with_name(real.name + ".lock"), "a+") as handle:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:  # an older MixAtlas that takes only this lock
-                    handle.seek(0)
-                    holder = handle.read().strip() or "another process"
-                    raise MixAtlasError(
-                        f"{self._path}: the study is being searched by {holder}; wait for it or stop it first"
-                    ) from None
-                handle.seek(0)
-                handle.truncate()
-                handle.write(f"pid {os.getpid()}")
-                handle.flush()
-                try:
-                    yield
-                finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
+            busy = f"{self._path}: the study is being searched by {{holder}}; wait for it or stop it first"
+            with pid_lock(real.with_name(real.name + ".lock"), busy):  # also what an older MixAtlas takes
+                yield
         finally:
             with _DB_LOCKS_GUARD:
                 fcntl.flock(db_fd, fcntl.LOCK_UN)
