@@ -212,23 +212,25 @@ def test_killed_creations_leave_no_unreadable_study(tmp_path: Path) -> None:
         from pathlib import Path
         i = 0
         while True:
-            new_study(Path({str(tmp_path)!r}) / f"s{{i}}.db").close()
+            new_study(Path({str(tmp_path)!r}) / f"{{sys.argv[1]}}-s{{i}}.db").close()
             i += 1
     """)
-    for delay in (0.05, 0.2, 0.35):
-        before = len(list(tmp_path.glob("s*.db")))
-        proc = subprocess.Popen([sys.executable, "-c", script])
+    for round_, delay in enumerate((0.05, 0.2, 0.35)):  # each round its own names: r0-s0.db, ...
+        proc = subprocess.Popen([sys.executable, "-c", script, f"r{round_}"])
         deadline = time.monotonic() + 60
-        while len(list(tmp_path.glob("s*.db"))) == before and time.monotonic() < deadline:
+        while not list(tmp_path.glob(f"r{round_}-s*.db")):
+            assert proc.poll() is None, f"round {round_}: the creating process exited ({proc.returncode})"
+            assert time.monotonic() < deadline, f"round {round_}: no study created within 60 s"
             time.sleep(0.02)  # creations are running now
         time.sleep(delay)
+        assert proc.poll() is None, f"round {round_}: the creating process exited before the kill"
         proc.kill()
         proc.wait()
-    studies = sorted(tmp_path.glob("s*.db"))
-    assert studies, "no study was created before the kills"
+    studies = sorted(tmp_path.glob("r*-s*.db"))
+    assert {p.name.split("-")[0] for p in studies} == {"r0", "r1", "r2"}
     for path in studies:
         Study.open(path, read_only=True).close()  # each one complete and readable
-    for leftover in tmp_path.glob(".s*.db.creating-*"):  # a killed creation's temp file ...
+    for leftover in tmp_path.glob(".r*-s*.db.creating-*"):  # a killed creation's temp file ...
         path = tmp_path / leftover.name.split(".creating-")[0][1:]
         if not path.exists():
             new_study(path).close()  # ... is removed by the next creation of that study
