@@ -60,7 +60,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "readers": (
         ["src/mixatlas/corpus/readers.py", "src/mixatlas/corpus/records.py"],
-        ["tests/test_readers.py", "tests/test_bad_input.py"],
+        ["tests/test_readers.py", "tests/test_readers_mutants.py", "tests/test_bad_input.py"],
     ),
     "proxy-data": (
         [
