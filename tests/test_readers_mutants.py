@@ -128,6 +128,22 @@ def gzip_cut(data: bytes, cut: int) -> bytes:
     return compressor.compress(data[:cut]) + compressor.flush(zlib.Z_SYNC_FLUSH)
 
 
+def test_wds_plain_shard_ending_inside_a_header_is_reported(tmp_path: Path) -> None:
+    """A plain tar cut inside a header block ends tarfile's iteration like a clean end of archive; the
+    bytes after the last member's data tell them apart (a real end is zero blocks or nothing)."""
+    data = tar_bytes(two_samples())
+    header, _ = member_offsets(data)["001.json"]
+    shard = tmp_path / "s.tar"
+    shard.write_bytes(data[: header + 100])
+    samples, entries = read(shard)
+    assert [(s.id, s.image) for s in samples] == [("r0", f"{shard}::000.png")]
+    assert entries == [("member 2", "truncated tar: the shard ends inside the header of the member after "
+                                    "the last one read; the samples before it were kept")]
+    whole = tmp_path / "whole.tar"
+    whole.write_bytes(data)  # ends with its zero blocks: no reject
+    assert [s.id for s in read(whole)[0]] == ["r0", "r1"] and read(whole)[1] == []
+
+
 def test_wds_gzip_shard_ending_inside_a_header_names_the_member_after_the_last_read(tmp_path: Path) -> None:
     data = tar_bytes(two_samples())
     header, _ = member_offsets(data)["001.json"]

@@ -449,11 +449,16 @@ def _read_wds(file: Path, parser: RecordParser) -> Iterator[Sample]:
         group = _WdsGroup(None)
         first_index: dict[str, int] = {}
         members = iter(archive)
-        index, cut = -1, False
+        index, cut, data_end = -1, False, 0
         while True:
             try:
                 info = next(members)
             except StopIteration:
+                if size is not None and not cut and _nonzero_after(file, data_end):
+                    # a plain tar cut inside a header block ends the iteration like a clean end does
+                    parser.reject(f"member {index + 1}", "truncated tar: the shard ends inside the header of "
+                                                         "the member after the last one read; the samples "
+                                                         "before it were kept")
                 break
             except (tarfile.TarError, OSError, EOFError):
                 if not cut:  # a member cut short is reported once, with its name
@@ -462,6 +467,7 @@ def _read_wds(file: Path, parser: RecordParser) -> Iterator[Sample]:
                                                          "before it were kept")
                 break
             index += 1
+            data_end = info.offset_data + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
             if not info.isfile():
                 continue
             key, ext = _wds_split(info.name)
@@ -489,6 +495,16 @@ def _read_wds(file: Path, parser: RecordParser) -> Iterator[Sample]:
                     continue
             group.members[ext] = (index, info.name, payload)
         yield from group.finish(file, parser)
+
+
+def _nonzero_after(file: Path, offset: int) -> bool:
+    """Whether `file` holds a non-zero byte at or after `offset` (a tar's end is zero blocks, or nothing)."""
+    with open(file, "rb") as handle:
+        handle.seek(offset)
+        while chunk := handle.read(1 << 16):
+            if chunk.strip(b"\0"):
+                return True
+    return False
 
 
 # ----------------------------------------------------------------------------------------------------------
