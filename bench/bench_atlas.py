@@ -74,6 +74,7 @@ def write_cache(folder: Path, n: int, seed: int = 0) -> None:
             "image": [f"/data/images/{i:08d}.png" for i in positions],
             "task": [TASKS[i % len(TASKS)] for i in positions], "shard": ["train.jsonl"] * size,
             "offset": positions.tolist(), "conversations": [conversation] * size,
+            "task_rule": ["given"] * size, "task_mix": [f"{TASKS[i % len(TASKS)]}:1" for i in positions],
         }
         cache.write(index, blob_embeddings(rng, size, centres), rows, [])
     cache.mark_complete(True)
