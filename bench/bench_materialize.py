@@ -103,8 +103,10 @@ def main() -> None:
               f" {r['peak_rss_mb']:>12.0f} {r['bytes'] / 1e9:>10.2f}")
     # the per-sample rate once the atlas is read and its lines built (the fixed cost cancels out)
     first, last = results[0], results[-1]
-    marginal = (last["samples"] - first["samples"]) / (last["seconds"] - first["seconds"])
-    print(f"marginal rate, N={first['samples']:,} -> {last['samples']:,}: {marginal:,.0f} samples/s")
+    marginal = None  # needs two sizes
+    if last["samples"] != first["samples"] and last["seconds"] > first["seconds"]:
+        marginal = (last["samples"] - first["samples"]) / (last["seconds"] - first["seconds"])
+        print(f"marginal rate, N={first['samples']:,} -> {last['samples']:,}: {marginal:,.0f} samples/s")
     report = {"bench": "materialize", "atlas_rows": args.rows, "format": "llava", "results": results,
               "marginal_samples_per_s": marginal}
     Path("bench/out").mkdir(parents=True, exist_ok=True)
