@@ -56,7 +56,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "materialize": (["src/mixatlas/recipe/materialize.py"], ["tests/test_materialize.py"]),
     "tasks": (
         ["src/mixatlas/atlas/tasks.py", "src/mixatlas/atlas/task_rules.py"],
-        ["tests/test_tasks.py", "tests/test_audit.py"],
+        ["tests/test_tasks.py", "tests/test_tasks_mutants.py", "tests/test_audit.py"],
     ),
     "readers": (
         ["src/mixatlas/corpus/readers.py", "src/mixatlas/corpus/records.py"],
