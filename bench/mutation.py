@@ -3,6 +3,8 @@
     .venv/bin/python bench/mutation.py                                   # every core group (hours on 2 cores)
     .venv/bin/python bench/mutation.py --group space                     # one group
     .venv/bin/python bench/mutation.py --only src/mixatlas/space/mixture.py --group space   # one file
+    .venv/bin/python bench/mutation.py --group space --mutants 'mixatlas.space.parametrization.x__factor_box*'
+                                                                         # only these mutants (e.g. survivors)
 
 mutmut (3.x) runs in a scratch copy of src/, tests/ and pyproject.toml (it writes its `mutants/` tree there,
 never in the working tree), mutates only the files of the chosen groups and runs, for each mutant, the
@@ -40,6 +42,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/test_parametrization.py",
             "tests/test_feasibility.py",
             "tests/test_space_errors.py",
+            "tests/test_space_mutants.py",
+            "tests/test_factored_mutants.py",
         ],
     ),
     "search": (
@@ -120,6 +124,9 @@ def main() -> None:
     )
     parser.add_argument("--group", action="append", choices=sorted(GROUPS), help="core group (repeatable)")
     parser.add_argument("--only", action="append", help="mutate only these files (glob, repeatable)")
+    parser.add_argument(
+        "--mutants", action="append", default=[], help="only mutants matching (glob, repeatable)"
+    )
     parser.add_argument("--max-children", type=int, default=2, help="mutants tested in parallel")
     parser.add_argument("--timeout", type=float, default=None, help="seconds for the whole mutmut run")
     parser.add_argument("--json", type=Path, default=OUT / "mutation.json")
@@ -141,7 +148,7 @@ def main() -> None:
     started = time.monotonic()
     try:
         _scratch_copy(work, files, tests)
-        _mutmut(work, "run", "--max-children", str(args.max_children), timeout=args.timeout)
+        _mutmut(work, "run", "--max-children", str(args.max_children), *args.mutants, timeout=args.timeout)
         _mutmut(work, "export-cicd-stats")
         stats = json.loads((work / "mutants" / "mutmut-cicd-stats.json").read_text())
         status = dict(re.findall(r"^\s*(\S+): (.+)$", _mutmut(work, "results"), re.M))  # the non-killed
@@ -168,7 +175,7 @@ def main() -> None:
         "score": score,
         "score_definition": "killed / (killed + survived + timeout + suspicious)",
         "not_reached": stats.get("no_tests", 0),
-        "partial": bool(args.only) or set(groups) != set(GROUPS),
+        "partial": bool(args.only or args.mutants) or set(groups) != set(GROUPS),
         "seconds": round(time.monotonic() - started, 1),
         "survivors": survivors,
     }
