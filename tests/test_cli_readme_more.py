@@ -192,6 +192,49 @@ def test_proxy_train_preset_tiny_readme_form(work: Path, synth_corpus: Path, tmp
     assert "preset: tiny" in config and "steps: 2" in config and "pack_len: auto" in config
 
 
+def save_tiny_vision_and_lm(root: Path) -> tuple[Path, Path]:
+    """A randomly initialised 1-layer CLIP vision tower and Qwen2 LM (with a BPE tokenizer) saved under
+    `root`: what `--vision` / `--lm` load, as they would load hub ids, without a download."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel, Qwen2Config, Qwen2ForCausalLM
+
+    from mixatlas.objectives.proxy.tokenizer import train_bpe
+
+    layers = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+    vision = CLIPVisionConfig(**layers, image_size=32, patch_size=16)
+    CLIPVisionModel(vision).save_pretrained(root / "vision")
+    lm = Qwen2Config(vocab_size=400, num_key_value_heads=1, **layers)
+    Qwen2ForCausalLM(lm).save_pretrained(root / "lm")
+    train_bpe(["a plain text tokenizer for the lm"] * 10, 300).save_pretrained(root / "lm")
+    return root / "vision", root / "lm"
+
+
+def test_proxy_train_vision_lm_and_bf16_readme_form(work: Path, tmp_path: Path) -> None:
+    # `proxy train --mixture mix.json --vision ... --lm ... --bf16`: local folders for the hub ids; bf16
+    # autocast runs on the CPU too, so its run must differ from the float32 one, slightly
+    vision, lm = save_tiny_vision_and_lm(tmp_path)
+    atlas = Atlas.load(work / "atlas")
+    counts = atlas.counts.astype(float) + 1.0
+    Mixture(tuple(atlas.concepts), tuple(atlas.tasks), counts / counts.sum()).save(tmp_path / "mix.json")
+    (tmp_path / "eval.yaml").write_text("eval_samples: 2\neval_generate: false\nwarmup_steps: 1\n")
+    args = ["proxy", "train", "--atlas", work / "atlas", "--mixture", tmp_path / "mix.json", "--vision",
+            vision, "--lm", lm, "--steps", "2", "--batch-size", "4", "--seed", "0",
+            "--config", tmp_path / "eval.yaml"]
+    half_run = run_mixatlas(*args, "--bf16", "--out", tmp_path / "run1")
+    full_run = run_mixatlas(*args, "--out", tmp_path / "run0")
+    runs = {}
+    for name, run, bf16 in (("run1", half_run, "true"), ("run0", full_run, "false")):
+        assert run.code == 0, run.err
+        runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+        config = (tmp_path / name / "proxy.yaml").read_text()
+        assert "preset: custom" in config and f"vision: {vision}" in config and f"lm: {lm}" in config
+        assert f"bf16: {bf16}" in config
+        assert np.allclose(Mixture.load(tmp_path / name / "mixture.json").weights_kt, counts / counts.sum())
+    half, full = ([loss for _, loss in runs[name]["curve"]] for name in ("run1", "run0"))
+    assert len(half) == len(full) == 2 and half != full  # bf16 autocast changed the arithmetic ...
+    assert half == pytest.approx(full, rel=0.05)  # ... not the model
+    assert np.isfinite(runs["run1"]["metrics"]["avg/nll"])
+
+
 # ----- bench synthetic --space joint, bench public (the README form) ------------------------------------
 
 
@@ -294,6 +337,28 @@ def test_decompose_max_pixels_and_allow_outside_root(synth_corpus: Path, tmp_pat
     ids, reasons = kept_and_rejected(tmp_path / "a1")
     assert "outside" in ids and "big" not in ids and len(ids) == 13
     assert len(reasons) == 1 and reasons[0].startswith("image too large") and "50,000" in reasons[0]
+
+
+def test_decompose_embedder_clip_names_concepts_zero_shot(synth_corpus: Path, tmp_path: Path) -> None:
+    # `decompose --embedder clip:<model>` with a tiny random-init CLIP in a local folder (the README's hub
+    # id only adds the download); concept names come zero-shot from the --concepts prompts
+    from test_embed import save_tiny_clip
+
+    corpus = tmp_path / "corpus"
+    records = small_corpus(synth_corpus, corpus, 40)
+    (corpus / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    model = save_tiny_clip(tmp_path / "clip")
+    prompts = ["a bar chart", "a photo of an outdoor scene", "a table", "a document page"]
+    (tmp_path / "concepts.yaml").write_text("".join(f"- {prompt}\n" for prompt in prompts))
+    run = run_mixatlas("decompose", corpus / "train.jsonl", "--out", tmp_path / "atlas", "--embedder",
+                       f"clip:{model}", "--k", "3", "--concepts", tmp_path / "concepts.yaml",
+                       "--workers", "0")
+    assert run.code == 0, run.err
+    atlas = Atlas.load(tmp_path / "atlas")
+    assert atlas.embedder == f"clip:{model}" and f"embedder clip:{model}" in run.err
+    assert atlas.centroids().shape == (3, 16) and atlas.counts.sum() == 40  # CLIP's projection; no rejects
+    labels = {"bar chart", "outdoor scene", "table", "document page"}
+    assert all(name.split(" #")[0] in labels for name in atlas.concepts), atlas.concepts
 
 
 # ----- bench/run_all.py --quick --only ----------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Executors behind one interface: local process pool, Ray (local cluster), submitit (its local cluster)."""
+"""Executors behind one interface: local process pool, Ray (local cluster), submitit (its local cluster);
+the last two through the real CLI (`mixatlas search --executor ray|slurm`)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import CliRun, run_mixatlas
 from mixatlas.errors import MixAtlasError
 from mixatlas.executors import make_executor
-from mixatlas.objectives.base import Target
-from mixatlas.objectives.registry import build_objective
-from mixatlas.objectives.synthetic import make_synthetic
-from mixatlas.search.loop import run_search
-from mixatlas.search.study import Study
+from mixatlas.search.study import Study, TrialState
 
 
 def test_local_executor_runs_calls_and_raises_worker_errors(tmp_path):
@@ -56,41 +54,36 @@ def test_unknown_executor_is_a_user_error(tmp_path):
         make_executor("dask", parallel=1, folder=tmp_path)
 
 
-def _six_trial_study(path: Path) -> tuple[Study, object]:
-    spec = {"kind": "synthetic", "space_mode": "task", "seed": 0, "noise": 0.0}
-    space, problem = make_synthetic("task", seed=0, noise=0.0)
-    study = Study.create(
-        path,
-        space=space,
-        objective_spec=spec,
-        target=Target.parse(problem.metric, minimize=True),
-        method="random",
-        budget=6,
-        seed=0,
-    )
-    return study, build_objective(spec)
+SIX_TRIALS = ("search", "--synthetic", "task", "--noise", "0", "--seed", "0", "--method", "random",
+              "--budget", "6", "--parallel", "2")
 
 
-def _check_six_done(study: Study) -> None:
-    done = study.trials("done")
+def _check_six_done(study_path: Path, run: CliRun) -> None:
+    """The CLI run ended well with six done trials, each with its metrics file and the worker that ran it."""
+    assert run.code == 0, run.err
+    study = Study.open(study_path, read_only=True)
+    done = study.trials(TrialState.DONE)
     assert len(done) == 6 and len(study.trials()) == 6
     assert all(Path(t.trial_dir, "metrics.json").is_file() for t in done)
     assert len({t.worker for t in done}) >= 1 and all(":" in t.worker for t in done)
+    best = min(done, key=lambda t: t.value)
+    assert f"observed {best.value:.5g} (trial {best.id})" in run.err
+    study.close()
 
 
 @pytest.mark.slow
-def test_ray_local_search_six_trials_two_in_flight():
+def test_ray_local_search_six_trials_two_in_flight() -> None:
+    """`mixatlas search --executor ray`: a local Ray the run starts, keeps in its runs folder and stops."""
     pytest.importorskip("ray")
     home_ray, tmp_ray = Path.home() / ".ray", Path("/tmp/ray")
     existed = {home_ray: home_ray.exists(), tmp_ray: tmp_ray.exists()}
     run_dir = Path(tempfile.mkdtemp(prefix="mxray", dir="/tmp"))  # Ray's socket paths need a short root
     saved_env = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED")}
     try:
-        study, objective = _six_trial_study(run_dir / "s.db")
-        with make_executor("ray", parallel=2, folder=run_dir, cpus_per_trial=1) as executor:
-            run_search(study, objective, executor, parallel=2, runs_dir=run_dir / "runs", progress=False)
-        _check_six_done(study)
-        assert (run_dir / "ray").is_dir()
+        run = run_mixatlas(*SIX_TRIALS, "--executor", "ray", "--cpus-per-trial", "1",
+                           "--study", run_dir / "s.db", "--runs-dir", run_dir / "runs")
+        _check_six_done(run_dir / "s.db", run)
+        assert (run_dir / "runs" / "ray").is_dir()
         for path, was_there in existed.items():
             assert was_there or not path.exists(), f"Ray wrote {path} outside the run folder"
     finally:
@@ -103,9 +96,12 @@ def test_ray_local_search_six_trials_two_in_flight():
 
 
 @pytest.mark.slow
-def test_submitit_local_search_six_trials_two_in_flight(tmp_path):
-    study, objective = _six_trial_study(tmp_path / "s.db")
-    with make_executor("slurm", parallel=2, folder=tmp_path / "runs", slurm_cluster="local") as executor:
-        run_search(study, objective, executor, parallel=2, runs_dir=tmp_path / "runs", progress=False)
-    _check_six_done(study)
-    assert any((tmp_path / "runs" / "submitit").iterdir())
+def test_submitit_local_search_six_trials_two_in_flight(tmp_path: Path) -> None:
+    """`mixatlas search --executor slurm` on submitit's local cluster (`--slurm-cluster local`: the same
+    submitit code path, jobs as local processes; the partition only reaches a real Slurm)."""
+    run = run_mixatlas(*SIX_TRIALS, "--executor", "slurm", "--slurm-cluster", "local", "--slurm-partition",
+                       "gpu", "--slurm-timeout-min", "5", "--study", tmp_path / "s.db",
+                       "--runs-dir", tmp_path / "runs")
+    _check_six_done(tmp_path / "s.db", run)
+    jobs = [p for p in (tmp_path / "runs" / "submitit").iterdir() if p.name.isdigit()]  # a folder per job
+    assert len(jobs) == 6 and all(any(job.glob("*_result.pkl")) for job in jobs)

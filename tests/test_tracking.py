@@ -1,18 +1,24 @@
-"""Experiment tracking: a proxy run logged to MLflow / TensorBoard, read back with each tool's own reader."""
+"""Experiment tracking: a proxy run logged to MLflow / TensorBoard, search trials to MLflow and W&B (offline),
+each read back with the tool's own reader (W&B: its record schema)."""
 
 import json
+import shutil
+import struct
 import sys
+import zlib
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from conftest import run_mixatlas
 from mixatlas.atlas import build_atlas
 from mixatlas.cli import app
 from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Result
 from mixatlas.objectives.proxy import ProxyConfig
 from mixatlas.space import Mixture
-from mixatlas.tracking import TrackedRun, log_proxy_run, make_tracker
+from mixatlas.tracking import log_proxy_run, make_tracker
 
 FAST = {"batch_size": 8, "eval_samples": 3, "eval_batch_size": 8, "warmup_steps": 2, "eval_generate": False}
 
@@ -72,14 +78,98 @@ def test_proxy_run_reads_back_from_tensorboard(proxy_run, tmp_path):
     assert events.Scalars("avg/nll")[-1].value == pytest.approx(saved.metrics["avg/nll"], rel=1e-6)
 
 
-def test_wandb_offline_run(tmp_path):
+# The W&B test's trainer (command objective): a loss curve per trial; trial 1 fails, retried as trial 2.
+WANDB_TRAINER = """
+import json, sys
+from pathlib import Path
+mixture_json, trial_dir, trial_id = sys.argv[1:]
+if trial_id == "1":
+    sys.exit("diverged")
+loss = 1.0 + int(trial_id) / 10
+curve = [[1, 3.0], [2, 2.0 + int(trial_id) / 10], [4, loss]]
+Path(trial_dir, "metrics.json").write_text(json.dumps({"metrics": {"loss": loss}, "curve": curve}))
+"""
+
+
+def read_wandb_log(path: Path) -> list:
+    """The records of one offline `run-*.wandb` log, decoded with W&B's own protobuf schema.
+
+    The log is a LevelDB-style record log after a 7-byte `:W&B` header: 32 KiB blocks of chunks, each
+    `crc32 (u32) | length (u16) | type (u8)` then the bytes; types full=1, first=2, middle=3, last=4
+    (wandb 0.31 reads it only in its Go core, `wandb sync`, so the test reads it here)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", data[:7]
+    records, pending, pos = [], b"", 7
+    while pos + 7 <= len(data):
+        left = 32768 - pos % 32768
+        if left < 7:  # a block's tail too short for a header is padding
+            pos += left
+            continue
+        checksum, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk = data[pos + 7:pos + 7 + length]
+        assert zlib.crc32(chunk, zlib.crc32(bytes([kind]))) == checksum, f"{path}: bad chunk at {pos}"
+        pos += 7 + length
+        pending += chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def _wandb_key(item: object) -> str:
+    """A history / summary item's key: `key`, or its `nested_key` parts (wandb 0.31's history uses those)."""
+    return item.key or "/".join(item.nested_key)
+
+
+def test_search_logs_every_trial_to_wandb_offline(pixels_atlas, tmp_path, monkeypatch):
+    """`mixatlas search ... --track wandb --track-uri runs`: one offline W&B run per attempt, read back."""
     pytest.importorskip("wandb", reason="wandb is optional (pip install 'mixatlas[track]')")
-    with make_tracker("wandb", "mixatlas-test", tmp_path) as tracker:
-        tracker.log(TrackedRun("r", {"task/ocr": 0.5}, {"avg/nll": 1.0}, [[1, 2.0], [2, 1.5]]))
-    (log,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
-    # wandb 0.31 reads these logs only in its Go core (`wandb sync`); the record keys are stored as bytes.
-    data = log.read_bytes()
-    assert b"train/loss" in data and b"avg/nll" in data and b"task/ocr" in data
+    from mixatlas.search.study import Study, TrialState
+
+    for variable in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):  # nothing in the home folder
+        monkeypatch.setenv(variable, str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    shutil.copytree(pixels_atlas, tmp_path / "atlas")
+    (tmp_path / "train.py").write_text(WANDB_TRAINER)
+    run = run_mixatlas("search", "--atlas", "atlas", "--space", "task", "--objective", "command", "--command",
+                       f"{sys.executable} train.py {{mixture_json}} {{trial_dir}} {{trial_id}}", "--target",
+                       "loss", "--minimize", "--method", "random", "--budget", "1", "--study", "s.db",
+                       "--track", "wandb", "--track-uri", "runs", cwd=tmp_path)
+    assert run.code == 0, run.err
+    study = Study.open(tmp_path / "s.db", read_only=True)
+    trials = {f"trial-{t.id:05d}": t for t in study.trials()}
+    study.close()
+    assert [t.state for t in trials.values()] == [TrialState.FAILED, TrialState.DONE]
+    logged = {}
+    for log in (tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb"):
+        records = read_wandb_log(log)
+        (info,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+        logged[info.display_name] = (info, records)
+    assert sorted(logged) == sorted(trials)
+    for name, trial in trials.items():
+        info, records = logged[name]
+        kinds = {kind: [getattr(r, kind) for r in records if r.WhichOneof("record_type") == kind]
+                 for kind in ("history", "summary", "exit")}
+        config = {item.key: json.loads(item.value_json) for item in info.config.update}
+        weights = [config[f"task/{task}"] for task in trial.mixture.tasks]
+        assert info.project == "s" and f"state={trial.state}" in info.tags
+        assert weights == pytest.approx(list(trial.mixture.task_marginal), abs=1e-6)
+        (exit_record,) = kinds["exit"]
+        if trial.state == TrialState.FAILED:
+            assert exit_record.exit_code == 1 and not kinds["history"]
+            assert any(tag.startswith("error=") and "diverged" in tag for tag in info.tags), info.tags
+            continue
+        assert exit_record.exit_code == 0
+        curve = [(h.step.num, json.loads(item.value_json)) for h in kinds["history"] for item in h.item
+                 if _wandb_key(item) == "train/loss"]
+        assert curve == [(1, 3.0), (2, pytest.approx(2.0 + trial.id / 10)), (4, pytest.approx(trial.value))]
+        summary = {_wandb_key(item): json.loads(item.value_json) for record in kinds["summary"]
+                   for item in record.update}
+        assert summary["target"] == pytest.approx(trial.value) == pytest.approx(1.0 + trial.id / 10)
 
 
 def test_missing_tracker_package_is_a_one_line_error(monkeypatch):

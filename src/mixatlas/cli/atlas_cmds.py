@@ -76,6 +76,8 @@ def decompose(
     seed: Annotated[int, typer.Option(help="Clustering seed.")] = 0,
     concepts: Annotated[Path | None, typer.Option(help="Concept prompts for CLIP naming.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per embedding batch.")] = 256,
+    shard_size: Annotated[int | None, typer.Option(min=1, help="Samples per cached embedding shard (a rerun "
+                                                   "reuses the finished ones; default: 8192).")] = None,
     workers: Annotated[int, typer.Option(help="Image-decoding worker processes (0: in-process).")] = 2,
     allow_outside_root: Annotated[bool, typer.Option(help=OUTSIDE_HELP)] = False,
     max_pixels: Annotated[int, typer.Option(help=MAX_PIXELS_HELP)] = DEFAULT_MAX_PIXELS,
@@ -97,6 +99,8 @@ def decompose(
                    strict=strict, seed=seed, batch_size=batch_size, workers=workers,
                    concept_prompts=_read_prompts(concepts), allow_outside_root=allow_outside_root,
                    max_pixels=max_pixels)
+    if shard_size is not None:
+        options["shard_size"] = shard_size
     if sample is None:
         atlas = build_atlas(corpus, out, executor=executor, ray_address=ray_address, gpus=gpus, **options)
     elif executor != "local":
