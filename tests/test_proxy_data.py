@@ -137,3 +137,19 @@ def test_collate_pads_right_and_masks(chat):
     one = {"input_ids": long.input_ids, "labels": long.labels, "image": black}
     cut = collate([one], chat.pad_id, max_len=8)
     assert cut["input_ids"][0].tolist() == long.input_ids[:8]
+
+
+def test_prompt_without_an_answer_is_the_whole_conversation(chat):
+    turns = [{"from": "human", "value": "<image>\nDescribe the image."}]
+    prompt, reference = chat.encode_prompt(turns)
+    assert prompt == chat.encode(turns).input_ids and prompt[-1] == chat.assistant_id
+    assert reference == ""
+    # An answer turn without a "value" is an empty reference, never the text "None".
+    _, empty = chat.encode_prompt([*turns, {"from": "gpt"}])
+    assert empty == ""
+
+
+def test_decode_answer_stops_at_the_first_end_and_drops_special_tokens(chat):
+    stop, cube = chat._text_ids("STOP 42"), chat._text_ids("A red cube on a table.")
+    assert chat.decode_answer([*stop, chat.end_id, *cube, chat.end_id]) == "STOP 42"
+    assert chat.decode_answer([*stop, chat.assistant_id, chat.image_id]) == "STOP 42"  # no end generated

@@ -8,6 +8,7 @@ import torch
 
 from mixatlas.errors import MixAtlasError
 from mixatlas.objectives.base import Result
+from mixatlas.objectives.proxy import loss
 from mixatlas.objectives.proxy.config import TinyArch
 from mixatlas.objectives.proxy.loss import linear_cross_entropy, proxy_loss
 from mixatlas.objectives.proxy.model import llava_from_configs, tiny_configs
@@ -16,6 +17,13 @@ from mixatlas.objectives.proxy.tokenizer import IGNORE_INDEX
 
 PAD, IMAGE, VOCAB, SIZE = 0, 1, 300, 32
 ARCH = TinyArch(vision_hidden=32, lm_hidden=32, vocab_size=300)
+
+
+@pytest.fixture(autouse=True)
+def fresh_loss_function(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test builds the autograd Function anew (the module keeps the first one it built), so a change
+    to its code is seen here even in a process that built it before (mutation testing forks such one)."""
+    monkeypatch.setattr(loss, "_FUNCTION", None)
 
 
 def tiny_llava():
