@@ -55,7 +55,12 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "src/mixatlas/search/recommend.py",
             "src/mixatlas/search/setup.py",
         ],
-        ["tests/test_methods.py", "tests/test_study.py", "tests/test_noise.py"],
+        [
+            "tests/test_methods.py",
+            "tests/test_study.py",
+            "tests/test_noise.py",
+            "tests/test_search_mutants.py",
+        ],
     ),
     "materialize": (["src/mixatlas/recipe/materialize.py"], ["tests/test_materialize.py"]),
     "tasks": (
