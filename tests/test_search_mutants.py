@@ -96,8 +96,11 @@ def test_regmix_recommendation_is_a_regression_prediction_and_honours_n_estimato
 
 
 def gp_history() -> tuple[MixtureSpace, History]:
+    """Ten noisy observations of the linear utility on a 30-row pool (the posterior stays uncertain)."""
     space = pool_space(30, seed=5)
-    return space, linear_history(space, space.candidates[:10])
+    done = space.candidates[:10]
+    noisy = done[:, 0] + 0.05 * np.random.default_rng(0).standard_normal(10)
+    return space, History(space, done, noisy, np.empty((0, space.dim)), 30, 0)
 
 
 def test_gp_recommendation_reports_its_posterior_and_its_rule() -> None:
@@ -113,9 +116,10 @@ def test_gp_recommendation_reports_its_posterior_and_its_rule() -> None:
 def test_probability_better_of_a_mixture_does_not_depend_on_the_others_asked_with_it() -> None:
     space, history = gp_history()
     optimizer = GPUCB(n_init=3)
-    a, b, c, reference = space.candidates[[12, 20, 25, 3]]
+    a, b, c, reference = space.candidates[[11, 14, 13, 3]]
     alone = optimizer.probability_better(history, a[None], reference)
     together = optimizer.probability_better(history, np.stack([a, b, c]), reference)
+    assert 0.05 < alone[0] < 0.95  # an uncertain comparison (a saturated one hides the variance)
     assert together[0] == pytest.approx(alone[0], abs=1e-9)
     # P(a > b) = 1 - P(b > a)
     forward = optimizer.probability_better(history, np.stack([a, c]), b)[0]
@@ -134,7 +138,8 @@ def synthetic_config(study: Path, **options: object) -> SearchConfig:
     [
         ({"method": "gp-ucb", "method_options": {"n_init": 3}}, {"method_options": {"n_init": 4}},
          "method_options.n_init"),
-        ({"guard": ["bench1/loss<=0.1"]}, {"guard": ["bench1/loss<=0.2"]}, "guards"),
+        ({"guard": ["bench1/loss<=0.1"], "method_options": {"n_init": 3}}, {"guard": ["bench1/loss<=0.2"]},
+         "guards"),
         ({"method": "random"}, {"target": "bench1/loss"}, "target"),
         ({"method": "random", "trial_seeds": "shared"}, {"trial_seeds": "per-trial"}, "trial_seeds"),
     ],
