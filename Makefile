@@ -1,5 +1,7 @@
 # The two front-door commands: `make demo` and `make test`. Both set up .venv from scratch if needed.
 PY ?= python3.11
+# Test processes of `make test` (pytest-xdist; whole files per process, so module fixtures are built once).
+TEST_WORKERS ?= 2
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -21,7 +23,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the report browser test will be skipped"
 	$(BIN)/ruff check src tests bench
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The full randomized fault-injection set (kills at random moments, 10 rounds each); `make test` runs its
 # fixed CI subset. MIXATLAS_FAULT_SEED=N replays a failing run.
