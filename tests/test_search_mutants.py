@@ -159,3 +159,17 @@ def test_resume_refuses_a_budget_cost_for_a_single_fidelity_study(tmp_path: Path
     open_study(synthetic_config(study, method="random"))
     with pytest.raises(MixAtlasError, match="--budget-cost given, but the study searches one fidelity"):
         open_study(synthetic_config(study, method="random", budget_cost=10))
+
+
+def test_gp_ucb_replicates_a_noisy_incumbent_only_below_max_replicates() -> None:
+    space = MixtureSpace.from_domains(tuple(f"d{i}" for i in range(4)))
+    rng = np.random.default_rng(0)
+    points = space.sample(12, rng)
+    incumbent = points[0]
+    params = np.concatenate([np.tile(incumbent, (3, 1)), points[1:]])  # the best mixture, observed 3 times
+    utility = np.concatenate([[1.5, 2.5, 0.5], rng.standard_normal(11)])  # pure noise elsewhere
+    history = History(space, params, utility, np.empty((0, space.dim)), 60, 0)
+    below = GPUCB(n_init=3, max_replicates=4, n_pool=500).ask(history, 1)[0]
+    at_cap = GPUCB(n_init=3, max_replicates=3, n_pool=500).ask(history, 1)[0]
+    assert np.abs(below - incumbent).max() == 0.0  # noise dominates: observe the incumbent once more
+    assert np.abs(at_cap - incumbent).max() > 1e-3  # three observations already: look elsewhere
