@@ -15,6 +15,20 @@ SYNTH_SEED = 7
 SYNTH_EVAL_PER_BENCHMARK = 20
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fork_server_preloads_the_proxy() -> None:
+    """As `mixatlas demo` does: this test process's one fork server (started by whichever test first runs
+    a local worker) imports the proxy's torch + transformers once, not in every proxy trial. The server
+    also preloads the test modules whose functions trials run (callable objectives); on Python 3.11 it
+    finds them only through PYTHONPATH (it ignores the sys.path entry pytest adds for tests/)."""
+    from mixatlas.objectives.proxy import ProxyObjective
+    from mixatlas.processes import preload_in_workers
+
+    tests = str(Path(__file__).parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
+    preload_in_workers(["mixatlas.search.loop", *ProxyObjective.worker_imports])
+
+
 @pytest.fixture(scope="session")
 def synth_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder written by `synthesize(out, 600, seed=7, eval_per_benchmark=20)`: `train.jsonl` (15 samples

@@ -7,7 +7,10 @@ import math
 import operator
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -47,6 +50,55 @@ def test_local_cancel_kills_a_hung_call_and_the_next_call_runs(tmp_path):
         again = executor.submit(math.sqrt, 9.0)
         assert executor.wait([again], timeout=30) == [again]
         assert executor.result(again) == 3.0
+
+
+PROBE = textwrap.dedent("""
+    import os
+    import sys
+
+
+    class Heavy:
+        worker_imports = ("wave", "mailbox")  # stdlib modules nothing else here imports
+
+
+    def loaded(_heavy, _objective):
+        preloaded = sorted(m for m in ("wave", "mailbox", "tarfile") if m in sys.modules)
+        # the callable's module was imported by the fork server (another pid), not by this worker
+        return preloaded, sys.modules["probe_fns"].IMPORTED_IN != os.getpid()
+
+
+    if __name__ == "__main__":
+        from mixatlas.executors import make_executor
+        from mixatlas.objectives.callable import CallableObjective
+        from mixatlas.processes import preload_in_workers
+
+        preload_in_workers(["tarfile"])  # asked for before the first worker, as the demo does
+        with make_executor("local", parallel=1, folder=".") as executor:
+            first = executor.submit(loaded, Heavy(), CallableObjective("probe_fns:loss"))
+            executor.wait([first], timeout=60)
+            print(executor.result(first))
+""")
+PROBE_FNS = textwrap.dedent("""
+    import os
+
+    IMPORTED_IN = os.getpid()
+
+
+    def loss(mixture):
+        return {"loss": 1.0}
+""")
+
+
+def test_fork_server_preloads_what_the_objective_names(tmp_path: Path) -> None:
+    """An objective's `worker_imports` (a callable objective: its function's module) and the modules asked
+    for earlier are imported once in the fork server, so each fresh worker starts with them: a proxy
+    trial does not import torch again."""
+    (tmp_path / "probe.py").write_text(PROBE)
+    (tmp_path / "probe_fns.py").write_text(PROBE_FNS)
+    run = subprocess.run([sys.executable, "probe.py"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "(['mailbox', 'tarfile', 'wave'], True)"
 
 
 def test_unknown_executor_is_a_user_error(tmp_path):

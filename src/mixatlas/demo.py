@@ -22,6 +22,8 @@ import numpy as np
 
 from mixatlas.console import console, progress_bar
 from mixatlas.objectives.base import Target
+from mixatlas.objectives.proxy import ProxyObjective
+from mixatlas.processes import preload_in_workers
 from mixatlas.search.config import SearchConfig
 
 AXIS_METHODS = ("gp-ucb", "regmix", "random", "uniform")
@@ -107,6 +109,9 @@ def run_demo(out: Path, quick: bool = False, plan: DemoPlan | None = None) -> De
     out.mkdir(parents=True, exist_ok=True)
     # Each of the `parallel` proxy workers gets its share of the cores (the workers inherit the variable).
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // plan.parallel)))
+    # The atlas workers start this process's one fork server, before any proxy trial: name the trials'
+    # imports now, or every trial's fresh worker imports torch + transformers again (~4 s each)
+    preload_in_workers(["mixatlas.search.loop", *ProxyObjective.worker_imports])
     started = time.monotonic()
     console.rule(f"MixAtlas demo{' (quick)' if quick else ''} -> {out}")
 

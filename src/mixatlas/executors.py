@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mixatlas.errors import MixAtlasError
-from mixatlas.processes import owned_worker
+from mixatlas.processes import owned_worker, preload_in_workers
 
 EXECUTOR_KINDS = ("local", "ray", "slurm")
 
@@ -256,10 +256,12 @@ class LocalExecutor(Executor):
         self._calls: dict[int, _LocalCall] = {}  # submitted and not yet collected, in submission order
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Handle:
-        if not self._calls:  # preload what the calls import (the function's and the objective's modules,
-            # torch for a proxy) once in the fork server, not per trial; no effect once the server runs
+        if not self._calls:  # preload what the calls import once in the fork server, not per call (no
+            # effect once the server runs): the function's and its arguments' modules, and the modules an
+            # argument names in `worker_imports` (the proxy's torch + transformers: ~4 s of every trial)
             modules = {fn.__module__, *(type(arg).__module__ for arg in args)} - {"builtins"}
-            self._context.set_forkserver_preload(sorted(modules))
+            modules |= {name for arg in args for name in getattr(arg, "worker_imports", ())}
+            preload_in_workers(modules)
         key = next(self._keys)
         call = _LocalCall(fn, args)
         self._calls[key] = call

@@ -6,6 +6,8 @@
   pid, group and start time to a small JSON file in the trial folder and `end_recorded_group` kills that
   group when the file names a group that still runs (a resumed trial first ends the previous trainer). The
   start time guards against a reused pid.
+- `preload_in_workers(modules)`: what this process's one fork server imports when it starts, so that each
+  fresh worker it forks has them already.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import multiprocessing
 import os
 import signal
 import socket
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import psutil
@@ -26,6 +30,15 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # The C library's prctl, resolved once here (CDLL(None): this program's own symbols, no `ldconfig` run)
 # so that `die_with_parent` is safe in a `preexec_fn` between fork and exec.
 _prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
+_WORKER_IMPORTS: set[str] = set()  # every module asked for so far (the fork server takes one list)
+
+
+def preload_in_workers(modules: Iterable[str]) -> None:
+    """Add `modules` to what this process's fork server imports when it starts. The server is one per
+    process and starts with the first forkserver worker of any kind (atlas workers, trials); asking after
+    that has no effect, so a program that knows its later workers' imports asks before its first worker."""
+    _WORKER_IMPORTS.update(modules)
+    multiprocessing.set_forkserver_preload(sorted(_WORKER_IMPORTS))
 
 
 def die_with_parent(sig: int = signal.SIGKILL) -> None:

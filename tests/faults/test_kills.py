@@ -161,7 +161,7 @@ def test_search_survives_random_kills_and_interrupts(tmp_path: Path) -> None:
     Ctrl-C and `kill -9 -PGID`; no process of the run survives any of them. The full set: random kinds at
     random moments (startup included)."""
     rng = random.Random(SEED)
-    budget = 60
+    budget = 200  # the four interrupted runs finish about 60 trials between them; each must still be mid-run
     path = tmp_path / "s.db"
     args = ["search", "--synthetic", "task", "--method", "random", "--budget", str(budget), "--parallel", "2",
             "--study", str(path)]

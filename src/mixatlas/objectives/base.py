@@ -122,7 +122,11 @@ class TrialFolder:
 
 @runtime_checkable
 class Objective(Protocol):
-    """Evaluates one mixture. Must be picklable (it is shipped to worker processes / Ray / Slurm)."""
+    """Evaluates one mixture. Must be picklable (it is shipped to worker processes / Ray / Slurm).
+
+    An objective may also name, in a `worker_imports` tuple, the heavy modules its `evaluate` imports: the
+    local executor imports them once in its fork server instead of in every trial's fresh process.
+    """
 
     def evaluate(self, mixture: Mixture, ctx: TrialContext) -> Result: ...
 

@@ -51,6 +51,12 @@ class CallableObjective:
         if not callable(self._fn):
             raise MixAtlasError(f"callable objective: {fn!r} is not callable")
 
+    @property
+    def worker_imports(self) -> tuple[str, ...]:
+        """The function's module, which the local executor's fork server imports once for all trials."""
+        module = self.spec.partition(":")[0] if self.spec else getattr(self._fn, "__module__", None)
+        return (module,) if module and module != "__main__" else ()
+
     def __getstate__(self) -> dict:
         return {"spec": self.spec, "_fn": None if self.spec else self._fn}
 
