@@ -9,13 +9,17 @@ import numpy as np
 import pytest
 
 from mixatlas.errors import MixAtlasError
+from mixatlas.objectives.base import Target
 from mixatlas.search.base import History
 from mixatlas.search.config import SearchConfig
 from mixatlas.search.design import dirichlet_rows, maximin_pick, open_candidates, perturb
 from mixatlas.search.gp_ucb import GPUCB
+from mixatlas.search.multifidelity import MFGPUCB, FidelityHistory
+from mixatlas.search.recommend import recommend_history
 from mixatlas.search.regmix import RegMix
 from mixatlas.search.setup import open_study
 from mixatlas.space import MixtureSpace
+from test_multifidelity import two_fidelity_pool
 
 NAMES = tuple(f"d{i}" for i in range(6))
 
@@ -173,3 +177,18 @@ def test_gp_ucb_replicates_a_noisy_incumbent_only_below_max_replicates() -> None
     at_cap = GPUCB(n_init=3, max_replicates=3, n_pool=500).ask(history, 1)[0]
     assert np.abs(below - incumbent).max() == 0.0  # noise dominates: observe the incumbent once more
     assert np.abs(at_cap - incumbent).max() > 1e-3  # three observations already: look elsewhere
+
+
+def test_recommend_history_gives_a_fidelity_history_to_the_multifidelity_method() -> None:
+    """Benchmark replays recommend from a plain FidelityHistory through the same function as studies."""
+    pool = two_fidelity_pool(n=20, cost_hi=8.0)
+    utility = pool.utility(Target.parse("score"))
+    fidelity = np.array([0, 0, 0, 1, 1, 0])
+    done = utility[np.arange(6), fidelity]
+    history = History(pool.space, pool.weights_cn[:6], done, np.empty((0, 4)), 6, 0)
+    fh = FidelityHistory(history, fidelity, np.empty(0, int), pool.fidelities, 40.0, pool.available_cf)
+    direct = MFGPUCB().recommend(fh).params
+    np.testing.assert_array_equal(recommend_history("mf-gp-ucb", None, fh).params, direct)
+    np.testing.assert_array_equal(recommend_history("mf-gp-ucb", {"n_pool": 50}, fh).params, direct)
+    with pytest.raises(MixAtlasError, match="no_such_option"):  # options reach the constructor
+        recommend_history("mf-gp-ucb", {"no_such_option": 1}, fh)
